@@ -1,0 +1,74 @@
+"""Weight sharing: a codebook of distinct values and an index into it per weight.
+
+Values are compared by bit pattern, not numerically, so ``-0.0`` and ``0.0``
+are distinct entries and every NaN payload survives: the codebook is exact.
+The codebook holds only the values in use, ascending by bit pattern.
+
+Examples
+--------
+>>> codebook, indices = build_codebook(np.array([0.5, -1.0, 0.5], dtype=np.float32))
+>>> codebook.tolist(), indices.tolist()
+([0.5, -1.0], [0, 1, 0])
+>>> lookup(codebook, indices).tolist()
+[0.5, -1.0, 0.5]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FormatError
+from .varint import Reader, encode_varint
+
+_UNSIGNED = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+def bit_patterns(values: np.ndarray) -> np.ndarray:
+    """The values reinterpreted as unsigned integers of the same width."""
+    return values.view(_UNSIGNED[values.dtype.itemsize])
+
+
+def build_codebook(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(codebook, indices)`` with ``codebook[indices]`` bit-identical to ``values``."""
+    patterns, indices = np.unique(bit_patterns(values), return_inverse=True)
+    return patterns.view(values.dtype), indices.reshape(-1)
+
+
+def count_distinct(values: np.ndarray) -> int:
+    """Number of distinct bit patterns among ``values``."""
+    return int(np.unique(bit_patterns(values)).size)
+
+
+def lookup(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Values for codebook indices (the inverse of :func:`build_codebook`)."""
+    return codebook[indices]
+
+
+def codebook_bytes(codebook: np.ndarray) -> bytes:
+    """Serialize a codebook (ascending bit patterns) as varint gaps between patterns.
+
+    The first pattern is stored as is, each next one as ``pattern - previous - 1``:
+    k-means centroids crowd a few binades, so most gaps fit in 3 bytes, not 4.
+    """
+    patterns = bit_patterns(codebook).astype(object)
+    previous = -1
+    out = bytearray()
+    for pattern in patterns:
+        out += encode_varint(int(pattern) - previous - 1)
+        previous = int(pattern)
+    return bytes(out)
+
+
+def read_codebook(reader: Reader, size: int, dtype: np.dtype, what: str) -> np.ndarray:
+    """Read what :func:`codebook_bytes` wrote: ``size`` values of ``dtype``."""
+    if size > reader.remaining:  # each entry takes at least one byte
+        raise FormatError(f"{what}: {size} entries declared but only {reader.remaining} bytes remain")
+    limit = (1 << (8 * dtype.itemsize)) - 1
+    patterns = []
+    pattern = -1
+    for _ in range(size):
+        pattern += 1 + reader.varint(what, limit)
+        if pattern > limit:
+            raise FormatError(f"{what}: entry beyond the {8 * dtype.itemsize}-bit range")
+        patterns.append(pattern)
+    return np.array(patterns, dtype=_UNSIGNED[dtype.itemsize]).view(dtype)
