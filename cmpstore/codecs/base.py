@@ -1,0 +1,59 @@
+"""The interface every blob codec implements, and the statistics it reports."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codebook import bit_patterns
+
+
+@dataclass
+class BlobStats:
+    """What a payload holds, as shown by ``report`` (one row of the paper's Table 3)."""
+
+    codec: str
+    count: int  # values in the blob
+    nonzero: int | None = None
+    distinct: int | None = None  # distinct nonzero values
+    codebook_entries: int | None = None
+    index_bits: int | None = None
+    entries: int | None = None  # stored entries, fillers included
+    fillers: int | None = None
+    index_stream_bits: int | None = None
+    weight_stream_bits: int | None = None
+    note: str = ""
+
+
+class BlobCodec(ABC):
+    """Lossless codec for a 1-D array of ``<f4`` or ``<f8`` values."""
+
+    codec_id: int
+    name: str
+
+    @abstractmethod
+    def encode(self, values: np.ndarray) -> bytes:
+        """Payload for ``values``."""
+
+    @abstractmethod
+    def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+        """The ``count`` values of ``dtype`` that ``payload`` holds; raises FormatError."""
+
+    def describe(self, payload, count: int, dtype: np.dtype, what: str) -> BlobStats:
+        """Statistics of a payload; by default by decoding it."""
+        values = self.decode(payload, count, dtype, what)
+        return describe_values(self.name, values)
+
+
+def describe_values(codec_name: str, values: np.ndarray) -> BlobStats:
+    """Statistics of a blob stored without sparse coding."""
+    patterns = bit_patterns(values)
+    nonzero = patterns[patterns != 0]
+    return BlobStats(
+        codec=codec_name,
+        count=int(values.size),
+        nonzero=int(nonzero.size),
+        distinct=int(np.unique(nonzero).size),
+    )
