@@ -1,0 +1,157 @@
+"""Everything that touches Caffe's protobuf schema.
+
+This is the only module that imports the generated ``caffe_pb2``.  It parses
+the weightless skeleton of a net (see :mod:`cmpstore.model`), describes its
+layers, rewrites Cmp layers for stock Caffe, and reads prototxt files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from google.protobuf import message, text_format
+
+from ._proto import caffe_pb2
+from .errors import ModelError
+from .model import LAYER_FIELD, LEGACY_LAYER_FIELD
+
+NetParameter = caffe_pb2.NetParameter
+
+#: Layer types whose first blob is a weight matrix that pruning and quantization target.
+CONV_TYPES = frozenset({"Convolution", "Deconvolution", "CmpConvolution"})
+FC_TYPES = frozenset({"InnerProduct", "CmpInnerProduct"})
+#: The DeepCompression-caffe fork's layer types and their stock counterparts.
+CMP_TO_STOCK = {"CmpConvolution": "Convolution", "CmpInnerProduct": "InnerProduct"}
+_CMP_FIELDS = ("sparse_ratio", "class_num", "quantize_term")
+#: Legacy V1 layer types that carry weight matrices, named as in current Caffe.
+_V1_TYPE_NAMES = {"CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution", "INNER_PRODUCT": "InnerProduct"}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What cmpstore needs to know of one layer."""
+
+    layer_field: int  # LAYER_FIELD or LEGACY_LAYER_FIELD
+    index: int
+    name: str
+    type: str
+    blob_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def kind(self) -> str:
+        """``"conv"``, ``"fc"`` or ``""``: the shorthand used by layer selectors."""
+        if self.type in CONV_TYPES:
+            return "conv"
+        if self.type in FC_TYPES:
+            return "fc"
+        return ""
+
+    @property
+    def label(self) -> str:
+        return f"layer '{self.name}'" if self.name else f"layer #{self.index}"
+
+
+def parse_skeleton(skeleton: bytes, path: str | None = None) -> NetParameter:
+    """Parse a serialized NetParameter (with or without its weights)."""
+    net = NetParameter()
+    try:
+        consumed = net.ParseFromString(skeleton)
+    except message.DecodeError as exc:
+        raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
+    if consumed != len(skeleton):
+        raise ModelError("NetParameter was not parsed to its end", path=path)
+    return net
+
+
+def serialize(net: NetParameter) -> bytes:
+    return net.SerializeToString()
+
+
+def blob_shape(blob) -> tuple[int, ...]:
+    """A BlobProto's shape, from ``shape`` or the legacy num/channels/height/width."""
+    if any(blob.HasField(name) for name in ("num", "channels", "height", "width")):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(blob.shape.dim)
+
+
+def layer_infos(net: NetParameter) -> list[LayerInfo]:
+    """Describe the net's layers, ``layer`` (V2) ones first, then legacy ``layers``."""
+    infos = [
+        LayerInfo(LAYER_FIELD, index, layer.name, layer.type, tuple(blob_shape(b) for b in layer.blobs))
+        for index, layer in enumerate(net.layer)
+    ]
+    v1_type = caffe_pb2.V1LayerParameter.LayerType
+    for index, layer in enumerate(net.layers):
+        enum_name = v1_type.Name(layer.type) if layer.type in v1_type.values() else str(layer.type)
+        type_name = _V1_TYPE_NAMES.get(enum_name, enum_name)
+        infos.append(
+            LayerInfo(LEGACY_LAYER_FIELD, index, layer.name, type_name, tuple(blob_shape(b) for b in layer.blobs))
+        )
+    return infos
+
+
+def to_deploy(net: NetParameter) -> list[str]:
+    """Turn Cmp layers into stock ones and drop the fork's fields; return the changed layers' names."""
+    changed = []
+    for layer in net.layer:
+        stock = CMP_TO_STOCK.get(layer.type)
+        if stock:
+            layer.type = stock
+        cleared = [
+            name
+            for params in (layer.convolution_param, layer.inner_product_param)
+            for name in _CMP_FIELDS
+            if params.HasField(name)
+        ]
+        for params in (layer.convolution_param, layer.inner_product_param):
+            for name in _CMP_FIELDS:
+                params.ClearField(name)
+        if stock or cleared:
+            changed.append(layer.name)
+    return changed
+
+
+def read_prototxt(path: str | os.PathLike) -> NetParameter:
+    """Read a text-format NetParameter (a ``.prototxt`` net definition)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise ModelError("no such file", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read as a text prototxt ({exc})", path=path) from None
+    net = NetParameter()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as exc:
+        raise ModelError(f"not a valid net prototxt ({exc})", path=path) from None
+    return net
+
+
+def weights_only_skeleton(layers: list[tuple[str, list]]) -> bytes:
+    """A NetParameter holding only layer names, blob shapes and diffs, for HDF5 weights.
+
+    ``layers`` is ``[(name, [(shape, diff_or_None), ...]), ...]`` where a diff
+    is a float32 or float64 array.
+    """
+    net = NetParameter()
+    for name, blobs in layers:
+        layer = net.layer.add(name=name)
+        for shape, diff in blobs:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(shape)
+            if diff is not None:
+                target = blob.double_diff if diff.dtype.itemsize == 8 else blob.diff
+                target.extend(diff.ravel().tolist())
+    return net.SerializeToString()
+
+
+def blob_diff(blob):
+    """A BlobProto's diff values as a list and their precision, or ``None``."""
+    if len(blob.double_diff):
+        return list(blob.double_diff), "<f8"
+    if len(blob.diff):
+        return list(blob.diff), "<f4"
+    return None
