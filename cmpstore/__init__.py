@@ -1,0 +1,29 @@
+"""cmpstore: Deep Compression storage for Caffe models.
+
+Pruned, weight-shared Caffe weights stored as relative-indexed sparse
+entries, codebook indices and a codebook, Huffman-coded, in one checksummed
+container (``.cmps``, see docs/FORMAT.md).  Decoding gives back the dense
+model bit for bit.
+"""
+
+from .api import decode, detect_format, encode, inspect, load_model, load_weights, save_model, verify
+from .errors import CmpstoreError, FormatError, ModelError, UsageError
+from .transform import compress_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CmpstoreError",
+    "FormatError",
+    "ModelError",
+    "UsageError",
+    "compress_weights",
+    "decode",
+    "detect_format",
+    "encode",
+    "inspect",
+    "load_model",
+    "load_weights",
+    "save_model",
+    "verify",
+]

@@ -1,0 +1,336 @@
+"""The ``cmpstore`` command: a thin shell over :mod:`cmpstore.api`.
+
+Exit status: 0 success, 1 ``verify`` found a difference, 2 bad usage or bad
+input (one line on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, api, kmeans, netproto, selectors, transform
+from .codecs.sparse import MAX_CODEBOOK_ENTRIES
+from .container import FILE_EXTENSION
+from .errors import CmpstoreError, UsageError
+from .report import build_report, format_outcomes, format_table
+
+EXAMPLES = {
+    "encode": "cmpstore encode lenet.caffemodel -o lenet.cmps\n"
+    "  cmpstore encode lenet.caffemodel --index-bits conv=8,fc=5",
+    "decode": "cmpstore decode lenet.cmps -o lenet_dense.caffemodel\n"
+    "  cmpstore decode lenet.cmps -o lenet.caffemodel.h5 --format h5 --deploy",
+    "report": "cmpstore report lenet.cmps\n  cmpstore report lenet.caffemodel --json",
+    "inspect": "cmpstore inspect lenet.cmps",
+    "verify": "cmpstore verify lenet.caffemodel lenet.cmps",
+    "example": "cmpstore example lenet.caffemodel --seed 0",
+    "prune": "cmpstore prune lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 -o pruned.caffemodel",
+    "quantize": "cmpstore quantize pruned.caffemodel --clusters conv=256,fc=32 --init linear -o pq.caffemodel",
+    "compress": "cmpstore compress lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 "
+    "--clusters conv=256,fc=32 -o lenet.cmps\n"
+    "  cmpstore compress lenet.caffemodel --from-prototxt lenet_cmp.prototxt -o lenet.cmps",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CmpstoreError as exc:
+        print(f"cmpstore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmpstore {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmpstore",
+        description="Deep Compression storage for Caffe models: sparse, weight-shared, Huffman-coded.",
+        epilog="Exit status: 0 ok, 1 verify found a difference, 2 usage or input error.",
+    )
+    parser.add_argument("--version", action="version", version=f"cmpstore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, run) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    encode = command("encode", "encode a .caffemodel or .caffemodel.h5 into a compressed .cmps file", _encode)
+    encode.add_argument("model", help="input .caffemodel or .caffemodel.h5")
+    encode.add_argument("-o", "--output", help=f"output file (default: the input name with {FILE_EXTENSION})")
+    _add_index_bits(encode)
+    encode.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+    decode = command("decode", "decode a .cmps file back to a dense Caffe model", _decode)
+    decode.add_argument("encoded", help=f"input {FILE_EXTENSION} file")
+    decode.add_argument("-o", "--output", help="output file (default: the input name with .caffemodel)")
+    decode.add_argument(
+        "--format",
+        choices=["caffemodel", "h5"],
+        help="binary caffemodel or Caffe HDF5 (default: h5 if the output name ends in .h5, else caffemodel)",
+    )
+    decode.add_argument(
+        "--deploy",
+        action="store_true",
+        help="turn CmpConvolution/CmpInnerProduct into Convolution/InnerProduct for stock Caffe",
+    )
+    decode.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+    report = command("report", "show per layer where the bytes go (encoded file, or what encode would write)", _report)
+    report.add_argument("file", help=".cmps, .caffemodel or .caffemodel.h5")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    inspect = command("inspect", "show the header and sections of a .cmps file without decoding weights", _inspect)
+    inspect.add_argument("encoded", help=f"input {FILE_EXTENSION} file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    verify = command(
+        "verify", "check that two model files hold bit-identical weights (exit 0 if so, 1 if not)", _verify
+    )
+    verify.add_argument("original", help="reference model (.caffemodel, .caffemodel.h5 or .cmps)")
+    verify.add_argument("encoded", help="model to check (any of the same formats)")
+
+    prune = command("prune", "magnitude-prune weight layers with the fork's sparse_ratio semantics", _prune)
+    _add_model_options(prune, ratios=True, clusters=False)
+    quantize = command("quantize", "share weights by 1-D k-means over each layer's surviving weights", _quantize)
+    _add_model_options(quantize, ratios=False, clusters=True)
+    compress = command("compress", "prune, quantize and encode in one go", _compress)
+    _add_model_options(compress, ratios=True, clusters=True)
+    _add_index_bits(compress)
+
+    example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
+    example.add_argument("output", help="output .caffemodel")
+    example.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    example.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    return parser
+
+
+def _encode(args) -> int:
+    output = args.output or _replace_extension(args.model, FILE_EXTENSION)
+    _check_output(output, args.force)
+    index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
+    encoded = api.encode(args.model, output, index_bits=index_bits)
+    size = os.path.getsize(args.model)
+    print(f"{args.model} ({size:,} B) -> {output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
+    return 0
+
+
+def _decode(args) -> int:
+    output = args.output or _replace_extension(args.encoded, ".caffemodel")
+    fmt = args.format or _format_for(output)
+    _check_output(output, args.force)
+    api.decode(args.encoded, output, format=fmt, deploy=args.deploy)
+    print(f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {fmt})")
+    return 0
+
+
+def _report(args) -> int:
+    if api.detect_format(args.file) == "cmps":
+        with open(args.file, "rb") as stream:
+            buf = stream.read()
+    else:
+        buf = api.encode(args.file)
+    try:
+        report = build_report(buf, args.file)
+    except CmpstoreError as exc:
+        raise exc.located(path=args.file) from None
+    print(report.to_json() if args.json else format_table(report))
+    return 0
+
+
+def _inspect(args) -> int:
+    info = api.inspect(args.encoded)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        f"{info['file']}: {info['bytes']:,} bytes, cmpstore format version {info['version']}, "
+        f"{len(info['sections'])} sections"
+    )
+    for section in info["sections"]:
+        if section["kind"] == "NETP":
+            detail = (
+                f"net: {section['layers']} layers, skeleton {section['skeleton_bytes']:,} B, "
+                f"from {section['source_format']}"
+            )
+        else:
+            detail = (
+                f"{section['layer']} ({section['type']}) blob {section['blob']}: "
+                f"{section['values']:,} x {section['dtype']}, {section['codec']}"
+            )
+        print(
+            f"  #{section['number']:<3} {section['kind']} @{section['offset']:<10} {section['bytes']:>12,} B  {detail}"
+        )
+    return 0
+
+
+def _verify(args) -> int:
+    problems = api.verify(args.original, args.encoded)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{args.encoded}: differs from {args.original} ({len(problems)} blobs)")
+        return 1
+    print(f"{args.encoded}: every blob is bit-identical to {args.original}")
+    return 0
+
+
+def _example(args) -> int:
+    from .synthetic import build_model
+
+    _check_output(args.output, args.force)
+    api.save_model(build_model(seed=args.seed, name="lenet-example"), args.output)
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} B): LeNet-shaped, pruned and weight-shared")
+    return 0
+
+
+def _add_index_bits(parser) -> None:
+    parser.add_argument(
+        "--index-bits",
+        metavar="SEL=BITS,...",
+        help="fix the relative-index width per layer name or per 'conv'/'fc' (the paper: conv=8,fc=5); "
+        "by default each layer gets the width that makes it smallest",
+    )
+
+
+def _add_model_options(parser, *, ratios: bool, clusters: bool) -> None:
+    parser.add_argument("model", help="input .caffemodel or .caffemodel.h5")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (.cmps for compress; .h5 gives Caffe HDF5, else a binary caffemodel)",
+    )
+    if ratios:
+        parser.add_argument(
+            "--ratios",
+            metavar="SEL=RATIO,...",
+            help="sparse_ratio per layer name or 'conv'/'fc', e.g. conv1=0.33,fc=0.9",
+        )
+    if clusters:
+        parser.add_argument(
+            "--clusters", metavar="SEL=K,...", help="class_num per layer name or 'conv'/'fc', e.g. conv=256,fc=32"
+        )
+        parser.add_argument(
+            "--init",
+            choices=kmeans.INITIALIZATIONS,
+            default="linear",
+            help="k-means start: linear (the paper's and the fork's), random, density, "
+            "or optimal for exact 1-D k-means (default linear)",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="seed for --init random (default 0)")
+        parser.add_argument(
+            "--empty-clusters",
+            choices=kmeans.EMPTY_CLUSTER_POLICIES,
+            default="drop",
+            help="a cluster that loses all its weights is dropped (the fork) or moved onto the worst-fitting "
+            "weight (lower error) (default drop)",
+        )
+    parser.add_argument(
+        "--from-prototxt",
+        metavar="PROTOTXT",
+        help="take sparse_ratio/class_num/quantize_term from the Cmp layers of this net",
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+
+def _settings(args) -> tuple[dict, dict]:
+    ratios: dict = {}
+    clusters: dict = {}
+    if args.from_prototxt:
+        ratios, clusters = transform.settings_from_prototxt(netproto.read_prototxt(args.from_prototxt))
+        if not hasattr(args, "clusters"):
+            clusters = {}
+        if not hasattr(args, "ratios"):
+            ratios = {}
+    if getattr(args, "ratios", None):
+        ratios.update(selectors.parse(args.ratios, float, "--ratios"))
+    if getattr(args, "clusters", None):
+        clusters.update(selectors.parse(args.clusters, int, "--clusters"))
+    for name, ratio in ratios.items():
+        if not 0.0 <= ratio < 1.0:
+            raise UsageError(f"--ratios {name}={ratio}: a sparse ratio must be in [0, 1)")
+    for name, count in clusters.items():
+        if not 1 <= count <= MAX_CODEBOOK_ENTRIES - 1:
+            raise UsageError(f"--clusters {name}={count}: must be in 1..{MAX_CODEBOOK_ENTRIES - 1}")
+    if not ratios and not clusters:
+        raise UsageError("nothing to do: give --ratios, --clusters or --from-prototxt")
+    return ratios, clusters
+
+
+def _transform(args):
+    ratios, clusters = _settings(args)
+    model = api.load_model(args.model)
+    try:
+        model, outcomes = transform.compress_weights(
+            model,
+            ratios,
+            clusters,
+            getattr(args, "init", "linear"),
+            getattr(args, "seed", 0),
+            getattr(args, "empty_clusters", "drop"),
+        )
+    except CmpstoreError as exc:
+        raise exc.located(path=args.model) from None
+    print(format_outcomes(outcomes))
+    return model
+
+
+def _prune(args) -> int:
+    return _write_transformed(args)
+
+
+def _quantize(args) -> int:
+    return _write_transformed(args)
+
+
+def _write_transformed(args) -> int:
+    _check_output(args.output, args.force)
+    model = _transform(args)
+    api.save_model(model, args.output, format=_format_for(args.output))
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
+    return 0
+
+
+def _compress(args) -> int:
+    _check_output(args.output, args.force)
+    index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
+    model = _transform(args)
+    encoded = api.encode(model, args.output, index_bits=index_bits)
+    size = os.path.getsize(args.model)
+    print(f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
+    return 0
+
+
+def _format_for(output: str) -> str:
+    return "h5" if output.endswith((".h5", ".hdf5")) else "caffemodel"
+
+
+def _check_output(output: str, force: bool) -> None:
+    if os.path.exists(output) and not force:
+        raise UsageError("output exists; use --force to overwrite it", path=output)
+
+
+def _replace_extension(path: str, extension: str) -> str:
+    for known in (".caffemodel.h5", ".caffemodel", ".h5", FILE_EXTENSION):
+        if path.endswith(known):
+            return path[: -len(known)] + extension
+    return path + extension
+
+
+if __name__ == "__main__":
+    sys.exit(main())

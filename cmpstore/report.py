@@ -1,0 +1,242 @@
+"""Where the bytes went: a per-layer table in the manner of Table 3 of Deep Compression.
+
+For an encoded file every figure is read from it, and the rows plus the
+``(net and container)`` row add up to its size on disk, to the byte.  For a
+caffemodel the report is that of the file ``encode`` would write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from . import caffemodel, encoding
+from .model import PAYLOAD_DTYPE
+
+
+@dataclass
+class LayerRow:
+    """One layer's figures; the weight-related columns describe its first blob."""
+
+    name: str
+    type: str
+    shape: list[int]
+    weights: int
+    nonzero_percent: float | None
+    distinct_values: int | None
+    codebook_entries: int | None
+    index_bits: int | None
+    index_bits_per_entry: float | None
+    weight_bits_per_entry: float | None
+    fillers: int | None
+    bytes_before: int
+    bytes_after: int
+    codecs: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_before / self.bytes_after if self.bytes_after else 0.0
+
+
+@dataclass
+class Report:
+    file: str
+    layers: list[LayerRow]
+    structure_before: int  # NetParameter bytes other than blob values
+    structure_after: int  # container header and NETP section
+    total_before: int  # the dense binary caffemodel
+    total_after: int  # the encoded file
+
+    @property
+    def ratio(self) -> float:
+        return self.total_before / self.total_after
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["ratio"] = round(self.ratio, 3)
+        for row, layer in zip(document["layers"], self.layers, strict=True):
+            row["ratio"] = round(layer.ratio, 3)
+        return json.dumps(document, indent=2)
+
+
+def build_report(buf, file: str) -> Report:
+    """Report on the bytes of an encoded file."""
+    contents = encoding.read_container(buf)
+    rows: dict[tuple[int, int], LayerRow] = {}
+    payload_bytes = {}
+    for blob in encoding.describe_blobs(contents):
+        address, layer, stats = blob.address, blob.layer, blob.stats
+        dense_bytes = stats.count * PAYLOAD_DTYPE[address.value_field].itemsize
+        payload_bytes[address] = dense_bytes
+        row = rows.get((address.layer_field, address.layer_index))
+        if row is None:
+            row = rows[(address.layer_field, address.layer_index)] = _first_blob_row(layer, stats)
+        row.bytes_before += dense_bytes
+        row.bytes_after += blob.section_bytes
+        row.codecs.append(stats.codec)
+        if layer.kind and address.blob_index == 0 and stats.codebook_entries is None:
+            row.notes.append(_why_not_codebook(stats))
+    total_before = caffemodel.caffemodel_size(contents.skeleton, payload_bytes)
+    layers = list(rows.values())
+    return Report(
+        file=file,
+        layers=layers,
+        structure_before=total_before - sum(payload_bytes.values()),
+        structure_after=contents.header_and_net_bytes,
+        total_before=total_before,
+        total_after=len(buf),
+    )
+
+
+def _first_blob_row(layer, stats) -> LayerRow:
+    entries = stats.entries or 0
+    return LayerRow(
+        name=layer.name,
+        type=layer.type,
+        shape=list(layer.blob_shapes[0]) if layer.blob_shapes else [],
+        weights=stats.count,
+        nonzero_percent=None if stats.nonzero is None else 100.0 * stats.nonzero / max(stats.count, 1),
+        distinct_values=stats.distinct,
+        codebook_entries=stats.codebook_entries,
+        index_bits=stats.index_bits,
+        index_bits_per_entry=stats.index_stream_bits / entries if entries else None,
+        weight_bits_per_entry=stats.weight_stream_bits / entries if entries else None,
+        fillers=stats.fillers,
+        bytes_before=0,
+        bytes_after=0,
+        codecs=[],
+    )
+
+
+def _why_not_codebook(stats) -> str:
+    if stats.codec == "sparse":
+        return stats.note
+    return f"weights stored {stats.codec}: smaller than sparse coding (nonzero {stats.nonzero} of {stats.count})"
+
+
+_COLUMNS = [
+    ("layer", "<"),
+    ("type", "<"),
+    ("shape", "<"),
+    ("weights", ">"),
+    ("nonzero", ">"),
+    ("distinct", ">"),
+    ("codebook", ">"),
+    ("idx bits", ">"),
+    ("idx b/entry", ">"),
+    ("wt b/entry", ">"),
+    ("fillers", ">"),
+    ("before B", ">"),
+    ("after B", ">"),
+    ("ratio", ">"),
+]
+
+
+def format_table(report: Report) -> str:
+    """The report as an aligned text table, with notes below it."""
+
+    def number(value, spec=","):
+        return "-" if value is None else format(value, spec)
+
+    rows = []
+    for row in report.layers:
+        rows.append(
+            [
+                row.name,
+                row.type,
+                "x".join(map(str, row.shape)) or "-",
+                number(row.weights),
+                "-" if row.nonzero_percent is None else f"{row.nonzero_percent:.1f}%",
+                number(row.distinct_values),
+                number(row.codebook_entries),
+                number(row.index_bits),
+                number(row.index_bits_per_entry, ".2f"),
+                number(row.weight_bits_per_entry, ".2f"),
+                number(row.fillers),
+                number(row.bytes_before),
+                number(row.bytes_after),
+                f"{row.ratio:.1f}x",
+            ]
+        )
+    structure_ratio = report.structure_before / report.structure_after
+    rows.append(
+        [
+            "(net and container)",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            number(report.structure_before),
+            number(report.structure_after),
+            f"{structure_ratio:.1f}x",
+        ]
+    )
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            number(report.total_before),
+            number(report.total_after),
+            f"{report.ratio:.1f}x",
+        ]
+    )
+    widths = [max(len(name), *(len(r[i]) for r in rows)) for i, (name, _) in enumerate(_COLUMNS)]
+    lines = []
+    for cells in [[name for name, _ in _COLUMNS]] + rows:
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if align == "<" else cell.rjust(width)
+                for cell, width, (_, align) in zip(cells, widths, _COLUMNS, strict=True)
+            ).rstrip()
+        )
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    for row in report.layers:
+        for note in row.notes:
+            lines.append(f"note: {row.name}: {note}")
+    return "\n".join(lines)
+
+
+def format_outcomes(outcomes) -> str:
+    """What prune/quantize did per layer, with the mean squared quantization error."""
+    header = ["layer", "type", "weights", "kept", "ratio", "clusters", "in use", "init", "iterations", "MSE"]
+    rows = [
+        [
+            o.name,
+            o.type,
+            f"{o.weights:,}",
+            f"{100.0 * o.kept / max(o.weights, 1):.1f}%",
+            "-" if o.ratio is None else f"{o.ratio:g}",
+            "-" if o.clusters is None else str(o.clusters),
+            "-" if o.centroids is None else str(o.centroids),
+            o.init or "-",
+            "-" if o.iterations is None else str(o.iterations),
+            "-" if o.mse is None else f"{o.mse:.3e}",
+        ]
+        for o in outcomes
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < 2 or i == 7 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in [header] + rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

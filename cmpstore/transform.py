@@ -1,0 +1,132 @@
+"""Prune and weight-share the weight blobs of a model, layer by layer.
+
+Applies :mod:`cmpstore.prune` and :mod:`cmpstore.kmeans` to the first blob
+of every Convolution/Deconvolution/InnerProduct layer (and their Cmp
+variants) that a setting names.  Biases and all other blobs are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kmeans, netproto
+from .model import Model, Payload
+from .prune import prune
+from .selectors import check_names, setting_for
+
+
+@dataclass
+class LayerOutcome:
+    """What pruning and quantization did to one layer."""
+
+    name: str
+    type: str
+    weights: int
+    kept: int
+    ratio: float | None = None
+    clusters: int | None = None  # asked for
+    centroids: int | None = None  # in use after clustering
+    init: str | None = None
+    iterations: int | None = None
+    mse: float | None = None  # mean squared quantization error over the kept weights
+
+
+def compress_weights(
+    model: Model,
+    ratios: Mapping[str, float] | None = None,
+    clusters: Mapping[str, int] | None = None,
+    init: str = "linear",
+    seed: int = 0,
+    empty: str = "drop",
+) -> tuple[Model, list[LayerOutcome]]:
+    """Prune, then weight-share, the layers that ``ratios`` / ``clusters`` select.
+
+    Parameters
+    ----------
+    ratios : mapping
+        ``sparse_ratio`` per layer name or per ``conv``/``fc``.
+    clusters : mapping
+        ``class_num`` per layer name or per ``conv``/``fc``.
+    init : {"linear", "random", "density", "optimal"}
+        How to start k-means; ``optimal`` solves 1-D k-means exactly instead.
+    seed : int
+        Seed for the ``random`` initialization.
+    empty : {"drop", "relocate"}
+        What Lloyd does with a cluster that empties (see :func:`cmpstore.kmeans.lloyd`).
+
+    Returns
+    -------
+    model : Model
+        A new model; the input is not modified.
+    outcomes : list of LayerOutcome
+        One per layer touched.
+    """
+    ratios = ratios or {}
+    clusters = clusters or {}
+    if init not in kmeans.INITIALIZATIONS:
+        raise ValueError(f"unknown initialization {init!r}")
+    layers = netproto.layer_infos(netproto.parse_skeleton(model.skeleton))
+    check_names(ratios, layers, "--ratios")
+    check_names(clusters, layers, "--clusters")
+    by_address = {(layer.layer_field, layer.index): layer for layer in layers}
+    payloads = []
+    outcomes = []
+    for payload in model.payloads:
+        address = payload.address
+        layer = by_address[(address.layer_field, address.layer_index)]
+        ratio = setting_for(ratios, layer)
+        cluster_count = setting_for(clusters, layer)
+        if address.blob_index != 0 or not layer.kind or (ratio is None and cluster_count is None):
+            payloads.append(payload)
+            continue
+        values, outcome = _compress_blob(payload.values, layer, ratio, cluster_count, init, seed, empty)
+        payloads.append(Payload(address, values))
+        outcomes.append(outcome)
+    return Model(model.skeleton, payloads, model.source_format), outcomes
+
+
+def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
+    weights, mask = prune(values, ratio if ratio is not None else 0.0)
+    outcome = LayerOutcome(layer.name, layer.type, values.size, int(mask.sum()), ratio=ratio)
+    if cluster_count is None or outcome.kept == 0:
+        return weights, outcome
+    kept = weights[mask]
+    if init == "optimal":
+        clustering = kmeans.optimal(kept, cluster_count)
+    else:
+        clustering = kmeans.lloyd(kept, kmeans.initial_centroids(kept, cluster_count, init, seed), empty=empty)
+    quantized = clustering.quantized(values.dtype)
+    weights = weights.copy()
+    weights[mask] = quantized
+    outcome.clusters = cluster_count
+    outcome.centroids = int(clustering.centroids.size)
+    outcome.init = init
+    outcome.iterations = clustering.iterations
+    outcome.mse = float(np.mean((kept.astype(np.float64) - quantized.astype(np.float64)) ** 2))
+    return weights, outcome
+
+
+def settings_from_prototxt(net) -> tuple[dict[str, float], dict[str, int]]:
+    """``sparse_ratio`` and ``class_num`` per layer from a net's Cmp layer fields.
+
+    A layer contributes a ratio when it sets ``sparse_ratio`` and a cluster
+    count when ``quantize_term`` is true (then ``class_num``, whose default is
+    256 for convolution and 32 for inner product, as in the fork).
+    """
+    ratios: dict[str, float] = {}
+    clusters: dict[str, int] = {}
+    for layer in net.layer:
+        if layer.type in netproto.CONV_TYPES:
+            params = layer.convolution_param
+        elif layer.type in netproto.FC_TYPES:
+            params = layer.inner_product_param
+        else:
+            continue
+        if params.HasField("sparse_ratio"):
+            ratios[layer.name] = params.sparse_ratio
+        if params.quantize_term:
+            clusters[layer.name] = params.class_num
+    return ratios, clusters

@@ -1,0 +1,104 @@
+import hashlib
+
+import numpy as np
+import pytest
+from common import assert_bit_identical, shared_model
+from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes, unpack_floats
+
+from cmpstore import api
+from cmpstore._proto import caffe_pb2
+from cmpstore.caffemodel import caffemodel_bytes, caffemodel_size, join_caffemodel, split_caffemodel
+from cmpstore.errors import ModelError
+from cmpstore.model import DOUBLE_DATA_FIELD, LEGACY_LAYER_FIELD
+
+
+def protobuf_values(data: bytes) -> list[np.ndarray]:
+    """Every blob's values as protobuf itself reads them: the reference for the wire walker."""
+    net = caffe_pb2.NetParameter.FromString(data)
+    arrays = []
+    for layer in list(net.layer) + list(net.layers):
+        for blob in layer.blobs:
+            if len(blob.data):
+                arrays.append(np.array(blob.data, dtype="<f4"))
+            if len(blob.double_data):
+                arrays.append(np.array(blob.double_data, dtype="<f8"))
+    return arrays
+
+
+@pytest.mark.parametrize(
+    "data",
+    [lenet_like_bytes(), layer_net_bytes(), legacy_net_bytes(), legacy_net_bytes(double=True)],
+    ids=["lenet-like", "layer-zoo", "legacy-v1", "legacy-double"],
+)
+def test_split_join_is_byte_identical(data):
+    model = split_caffemodel(data)
+    assert caffemodel_bytes(model) == data
+    sizes = {p.address: p.values.nbytes for p in model.payloads}
+    assert caffemodel_size(model.skeleton, sizes) == len(data)
+    for payload, expected in zip(model.payloads, protobuf_values(data), strict=True):
+        assert_bit_identical(payload.values, expected)
+
+
+def test_payloads_are_zero_copy_views():
+    data = lenet_like_bytes()
+    model = split_caffemodel(data)
+    assert all(payload.values.base is not None for payload in model.payloads)
+
+
+def test_unpacked_fields_read_and_come_back_packed():
+    packed = legacy_net_bytes(unpacked=False)
+    unpacked = unpack_floats(packed)
+    assert unpacked != packed and len(unpacked) > len(packed)
+    model = split_caffemodel(unpacked)
+    for payload, expected in zip(model.payloads, protobuf_values(unpacked), strict=True):
+        assert_bit_identical(payload.values, expected)
+    assert caffemodel_bytes(model) == packed
+
+
+def test_double_data_payloads_are_float64():
+    model = split_caffemodel(legacy_net_bytes(double=True))
+    weights = [p for p in model.payloads if p.address.value_field == DOUBLE_DATA_FIELD]
+    assert weights and all(p.values.dtype == np.dtype("<f8") for p in weights)
+    assert all(p.address.layer_field == LEGACY_LAYER_FIELD for p in model.payloads)
+
+
+def test_unknown_fields_survive():
+    net = caffe_pb2.NetParameter.FromString(lenet_like_bytes())
+    extra = b"\xf8\x3e\x2a"  # field 999, varint 42: unknown to Caffe
+    data = net.SerializeToString() + extra
+    assert caffemodel_bytes(split_caffemodel(data)) == data
+
+
+def test_chunks_write_without_joining(tmp_path):
+    model = split_caffemodel(lenet_like_bytes())
+    chunks = join_caffemodel(model)
+    assert any(isinstance(chunk, np.ndarray) for chunk in chunks)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "not a valid binary caffemodel"),
+        (lenet_like_bytes()[:-1000], "not a valid binary caffemodel"),
+        (caffe_pb2.NetParameter(name="empty").SerializeToString(), "no layers found"),
+    ],
+    ids=["jpeg", "truncated", "empty-net"],
+)
+def test_malformed_caffemodels(data, message):
+    with pytest.raises(ModelError, match=message):
+        split_caffemodel(data, "model.caffemodel")
+
+
+def test_shape_mismatch_is_reported(tmp_path):
+    net = caffe_pb2.NetParameter.FromString(lenet_like_bytes())
+    net.layer[1].blobs[0].shape.dim[0] = 21
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(net.SerializeToString())
+    with pytest.raises(ModelError, match=r"layer 'conv1' blob 0: blob holds 500 values but its shape \[21, 1, 5, 5\]"):
+        api.load_model(path)
+
+
+@pytest.mark.parametrize("name", ["lenet_pq_seed_schedule.caffemodel", "lenet_iter_10000.caffemodel"])
+def test_caffe_written_models_come_back_byte_identical(name):
+    data = shared_model(name).read_bytes()
+    assert hashlib.sha256(caffemodel_bytes(split_caffemodel(data))).digest() == hashlib.sha256(data).digest()

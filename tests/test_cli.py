@@ -1,0 +1,160 @@
+import json
+import os
+
+import pytest
+from common import run_cli, shared_model
+from nets import lenet_like_bytes
+
+
+@pytest.fixture()
+def lenet(tmp_path):
+    path = tmp_path / "lenet.caffemodel"
+    path.write_bytes(lenet_like_bytes())
+    return path
+
+
+def test_encode_report_decode_verify(lenet, tmp_path):
+    code, out, err = run_cli("encode", lenet, "-o", tmp_path / "lenet.cmps")
+    assert code == 0, err
+    assert "lenet.cmps" in out
+    code, out, err = run_cli("report", tmp_path / "lenet.cmps")
+    assert code == 0, err
+    assert "conv1" in out and "fc2" in out and "total" in out
+    code, out, err = run_cli("decode", tmp_path / "lenet.cmps", "-o", tmp_path / "dense.caffemodel")
+    assert code == 0, err
+    assert (tmp_path / "dense.caffemodel").read_bytes() == lenet.read_bytes()
+    code, out, err = run_cli("verify", lenet, tmp_path / "lenet.cmps")
+    assert code == 0 and "bit-identical" in out
+    code, out, err = run_cli("inspect", tmp_path / "lenet.cmps")
+    assert code == 0 and "NETP" in out and "BLOB" in out
+
+
+def test_report_json_totals_match_file_size(lenet, tmp_path):
+    run_cli("encode", lenet, "-o", tmp_path / "lenet.cmps")
+    code, out, _ = run_cli("report", tmp_path / "lenet.cmps", "--json")
+    report = json.loads(out)
+    after = sum(row["bytes_after"] for row in report["layers"]) + report["structure_after"]
+    assert after == report["total_after"] == os.path.getsize(tmp_path / "lenet.cmps")
+    before = sum(row["bytes_before"] for row in report["layers"]) + report["structure_before"]
+    assert before == report["total_before"] == os.path.getsize(lenet)
+
+
+def test_report_on_caffemodel_shows_what_encode_writes(lenet, tmp_path):
+    run_cli("encode", lenet, "-o", tmp_path / "lenet.cmps")
+    _, from_model, _ = run_cli("report", lenet, "--json")
+    _, from_file, _ = run_cli("report", tmp_path / "lenet.cmps", "--json")
+    assert json.loads(from_model)["total_after"] == json.loads(from_file)["total_after"]
+
+
+def test_verify_reports_a_difference(lenet, tmp_path):
+    from cmpstore import api
+    from cmpstore.caffemodel import split_caffemodel
+
+    model = split_caffemodel(lenet.read_bytes())
+    values = model.payloads[0].values.copy()
+    values[3] = 1.0 if values[3] != 1.0 else 2.0
+    model.payloads[0].values = values
+    api.save_model(model, tmp_path / "other.caffemodel")
+    code, out, _ = run_cli("verify", lenet, tmp_path / "other.caffemodel")
+    assert code == 1
+    assert "layer 'conv1' blob 0: 1 of 500 values differ" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["encode", "missing.caffemodel"], "missing.caffemodel: no such file"),
+        (["decode", "missing.cmps"], "missing.cmps: no such file"),
+        (["report", "."], ".: is a directory"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(args, message, tmp_path):
+    code, out, err = run_cli(*args, cwd=tmp_path)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty.caffemodel", b"", "empty file"),
+        ("photo.caffemodel", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" * 10, "not a valid binary caffemodel"),
+        ("net.prototxt", b'name: "LeNet"\nlayer {\n  name: "data"\n  type: "Input"\n}\n', "text file (a prototxt?)"),
+    ],
+)
+def test_bad_inputs_to_encode(tmp_path, name, data, message):
+    path = write(tmp_path, name, data)
+    code, _, err = run_cli("encode", path, "-o", tmp_path / "out.cmps")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out.cmps").exists()
+
+
+def test_empty_net(tmp_path):
+    from cmpstore._proto import caffe_pb2
+
+    path = write(tmp_path, "empty_net.caffemodel", caffe_pb2.NetParameter(name="nothing").SerializeToString())
+    code, _, err = run_cli("encode", path)
+    assert code == 2 and "no layers found" in err
+
+
+def test_corrupted_and_truncated_encoded_files(lenet, tmp_path):
+    run_cli("encode", lenet, "-o", tmp_path / "lenet.cmps")
+    data = (tmp_path / "lenet.cmps").read_bytes()
+    write(tmp_path, "truncated.cmps", data[: len(data) // 2])
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x10
+    write(tmp_path, "damaged.cmps", bytes(damaged))
+    for name, message in (("truncated.cmps", "declares"), ("damaged.cmps", "checksum mismatch")):
+        code, _, err = run_cli("decode", tmp_path / name, "-o", tmp_path / "out.caffemodel")
+        assert code == 2 and message in err and name in err
+        assert not (tmp_path / "out.caffemodel").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cmpstore-")]
+
+
+def test_unwritable_output(lenet, tmp_path):
+    code, _, err = run_cli("encode", lenet, "-o", tmp_path / "no" / "such" / "dir" / "out.cmps")
+    assert code == 2 and "cannot write here" in err
+
+
+def test_output_is_not_overwritten_without_force(lenet, tmp_path):
+    out = write(tmp_path, "out.cmps", b"keep me")
+    code, _, err = run_cli("encode", lenet, "-o", out)
+    assert code == 2 and "--force" in err and out.read_bytes() == b"keep me"
+    code, _, err = run_cli("encode", lenet, "-o", out, "--force")
+    assert code == 0 and out.read_bytes() != b"keep me"
+
+
+def test_never_overwrites_its_input(lenet):
+    code, _, err = run_cli("encode", lenet, "-o", lenet, "--force")
+    assert code == 2 and "refusing to overwrite the input" in err
+
+
+def test_index_bits_option(lenet, tmp_path):
+    code, _, err = run_cli("encode", lenet, "-o", tmp_path / "p.cmps", "--index-bits", "conv=8,fc=5")
+    assert code == 0, err
+    _, out, _ = run_cli("report", tmp_path / "p.cmps", "--json")
+    bits = {row["name"]: row["index_bits"] for row in json.loads(out)["layers"]}
+    assert bits == {"conv1": 8, "conv2": 8, "fc1": 5, "fc2": 5}
+    code, _, err = run_cli("encode", lenet, "-o", tmp_path / "q.cmps", "--index-bits", "conv=99")
+    assert code == 2 and "must be in 1..16" in err
+    code, _, err = run_cli("encode", lenet, "-o", tmp_path / "q.cmps", "--index-bits", "nolayer=4")
+    assert code == 2 and "'nolayer'" in err
+
+
+def test_version():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.startswith("cmpstore ")
+
+
+def test_shared_lenet_cli(tmp_path):
+    source = shared_model("lenet_pq_seed_schedule.caffemodel")
+    assert run_cli("encode", source, "-o", tmp_path / "l.cmps")[0] == 0
+    assert run_cli("decode", tmp_path / "l.cmps", "-o", tmp_path / "l.caffemodel")[0] == 0
+    assert (tmp_path / "l.caffemodel").read_bytes() == source.read_bytes()
