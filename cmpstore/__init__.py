@@ -6,7 +6,7 @@ container (``.cmps``, see docs/FORMAT.md).  Decoding gives back the dense
 model bit for bit.
 """
 
-from .api import decode, detect_format, encode, inspect, load_model, load_weights, save_model, verify
+from .api import decode, detect_format, encode, inspect, load_model, load_weights, report, save_model, verify
 from .errors import CmpstoreError, FormatError, ModelError, UsageError
 from .transform import compress_weights
 
@@ -24,6 +24,7 @@ __all__ = [
     "inspect",
     "load_model",
     "load_weights",
+    "report",
     "save_model",
     "verify",
 ]

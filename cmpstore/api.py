@@ -10,10 +10,11 @@ import numpy as np
 from . import caffemodel, container, encoding, hdf5, netproto, selectors
 from .atomic import write_chunks
 from .codecs import codec_for_id
-from .errors import CmpstoreError, FormatError, ModelError, UsageError
+from .errors import FormatError, ModelError, UsageError, reading
 from .model import PAYLOAD_DTYPE, BlobAddress, Model
 from .netproto import LayerInfo
 from .relative_index import MAX_INDEX_BITS, MIN_INDEX_BITS
+from .report import Report, build_report
 
 _PROBE_BYTES = 16
 
@@ -45,19 +46,20 @@ def load_model(path: str | os.PathLike) -> Model:
     kind = detect_format(path)
     if kind == "cmps":
         return decode_bytes(_read_bytes(path), path)
-    if kind == "hdf5":
-        return hdf5.read_hdf5(path)
-    buf = _read_bytes(path)
-    try:
-        model = caffemodel.split_caffemodel(buf, path)
-    except ModelError:
-        if _looks_like_text(buf):
-            raise ModelError(
-                "this is a text file (a prototxt?); cmpstore needs binary .caffemodel weights", path=path
-            ) from None
-        raise
-    check_shapes(model, path)
-    return model
+    with reading(path, ModelError):
+        if kind == "hdf5":
+            return hdf5.read_hdf5(path)
+        buf = _read_bytes(path)
+        try:
+            model = caffemodel.split_caffemodel(buf, path)
+        except ModelError:
+            if _looks_like_text(buf):
+                raise ModelError(
+                    "this is a text file (a prototxt?); cmpstore needs binary .caffemodel weights", path=path
+                ) from None
+            raise
+        check_shapes(model, path)
+        return model
 
 
 def check_shapes(model: Model, path: str | None = None) -> list[LayerInfo]:
@@ -69,7 +71,13 @@ def check_shapes(model: Model, path: str | None = None) -> list[LayerInfo]:
         address = payload.address
         layer = by_address[(address.layer_field, address.layer_index)]
         shape = layer.blob_shapes[address.blob_index]
-        expected = int(np.prod(shape, dtype=np.int64))
+        expected = netproto.element_count(shape)
+        if expected is None:
+            raise ModelError(
+                f"blob shape {list(shape)} has a negative dimension",
+                path=path,
+                where=f"{layer.label} blob {address.blob_index}",
+            )
         if payload.values.size != expected:
             raise ModelError(
                 f"blob holds {payload.values.size} values but its shape {list(shape)} needs {expected}",
@@ -118,10 +126,8 @@ def encode(
 
 def decode_bytes(buf, path: str | None = None) -> Model:
     """Decode the bytes of a ``.cmps`` file; errors name ``path``."""
-    try:
+    with reading(path):
         return encoding.decode_model(buf)
-    except CmpstoreError as exc:
-        raise exc.located(path=path) from None
 
 
 def decode(
@@ -176,6 +182,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
 
 
 def weights_by_layer(model: Model, path: str | None = None) -> dict[str, list[np.ndarray]]:
+    """The model's blobs by layer name, shaped (see :func:`load_weights`)."""
     infos = check_shapes(model, path)
     values = model.payload_map()
     weights: dict[str, list[np.ndarray]] = {}
@@ -225,15 +232,21 @@ def verify(original: str | os.PathLike, encoded: str | os.PathLike) -> list[str]
     return problems
 
 
+def report(path: str | os.PathLike) -> Report:
+    """Where the bytes go, per layer: read from a ``.cmps`` file, or what encoding a model would give."""
+    path = os.fspath(path)
+    buf = _read_bytes(path) if detect_format(path) == "cmps" else encode(path)
+    with reading(path):
+        return build_report(buf, path)
+
+
 def inspect(path: str | os.PathLike) -> dict:
     """The header and sections of a ``.cmps`` file, without decoding any weights."""
     path = os.fspath(path)
     buf = _read_bytes(path)
-    try:
+    with reading(path):
         sections = container.read_sections(buf)
         contents = encoding.read_container(buf)
-    except CmpstoreError as exc:
-        raise exc.located(path=path) from None
     listed = [
         {
             "number": 0,

@@ -15,7 +15,7 @@ from . import __version__, api, kmeans, netproto, selectors, transform
 from .codecs.sparse import MAX_CODEBOOK_ENTRIES
 from .container import FILE_EXTENSION
 from .errors import CmpstoreError, UsageError
-from .report import build_report, format_outcomes, format_table
+from .report import format_outcomes, format_table
 
 EXAMPLES = {
     "encode": "cmpstore encode lenet.caffemodel -o lenet.cmps\n"
@@ -139,15 +139,7 @@ def _decode(args) -> int:
 
 
 def _report(args) -> int:
-    if api.detect_format(args.file) == "cmps":
-        with open(args.file, "rb") as stream:
-            buf = stream.read()
-    else:
-        buf = api.encode(args.file)
-    try:
-        report = build_report(buf, args.file)
-    except CmpstoreError as exc:
-        raise exc.located(path=args.file) from None
+    report = api.report(args.file)
     print(report.to_json() if args.json else format_table(report))
     return 0
 

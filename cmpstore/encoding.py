@@ -23,10 +23,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import container, netproto
-from .codecs import BlobStats, RawCodec, ShuffledDeflateCodec, SparseCodec, codec_for_id
+from .codecs import BlobCodec, BlobStats, RawCodec, ShuffledDeflateCodec, SparseCodec, codec_for_id
+from .codecs.deflate import inflate_bound
 from .errors import FormatError, ModelError
 from .model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, Payload, SourceFormat
 from .netproto import LayerInfo
@@ -76,14 +75,17 @@ def _net_payload(model: Model) -> bytes:
 
 def _blob_payload(payload: Payload, fixed_bits: int | None) -> bytes:
     values = payload.values
-    sparse = SparseCodec(fixed_bits)
-    candidates = [(sparse, sparse.encode(values))]
+    codec: BlobCodec = SparseCodec(fixed_bits)
+    body = codec.encode(values)
     if fixed_bits is None:
-        candidates.append((RawCodec(), RawCodec().encode(values)))
         # Deflate only pays on dense floats; skip it where the sparse coder already halved the blob.
-        if len(candidates[0][1]) > values.nbytes // 2:
-            candidates.append((ShuffledDeflateCodec(), ShuffledDeflateCodec().encode(values)))
-    codec, body = min(candidates, key=lambda candidate: len(candidate[1]))
+        if len(body) > values.nbytes // 2:
+            deflated = ShuffledDeflateCodec().encode(values)
+            if len(deflated) < len(body):
+                codec, body = ShuffledDeflateCodec(), deflated
+        # Raw is only materialised when it wins: a copy of a large blob would double peak memory.
+        if values.nbytes < len(body):
+            codec, body = RawCodec(), RawCodec().encode(values)
     address = payload.address
     head = b"".join(
         encode_varint(v)
@@ -145,7 +147,9 @@ def read_container(buf) -> DecodedSections:
         codec_id = reader.varint(f"{where} codec", 255)
         dtype = PAYLOAD_DTYPE[address.value_field]
         count = reader.varint(f"{where} value count", MAX_BLOB_BYTES // dtype.itemsize)
-        expected = int(np.prod(layer.blob_shapes[address.blob_index], dtype=np.int64))
+        expected = netproto.element_count(layer.blob_shapes[address.blob_index])
+        if expected is None:
+            raise FormatError(f"{where}: the net gives this blob a negative dimension")
         if count != expected:
             raise FormatError(f"{where}: holds {count} values but its shape needs {expected}")
         codec_for_id(codec_id)  # rejects unknown ids before any decoding
@@ -187,6 +191,8 @@ def _read_net(payload, label: str) -> tuple[int, bytes]:
     if source_format not in set(SourceFormat):
         raise FormatError(f"{label}: unknown source format {source_format}")
     size = reader.varint(f"{label} skeleton size", _MAX_SKELETON_BYTES)
+    if size > inflate_bound(reader.remaining):
+        raise FormatError(f"{label}: declares a {size}-byte skeleton, more than its stream can inflate to")
     inflater = zlib.decompressobj()
     try:
         skeleton = inflater.decompress(payload[reader.pos :], size + 1)

@@ -8,6 +8,9 @@ status 2.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class CmpstoreError(Exception):
     """Base class of every error cmpstore raises on bad input.
@@ -54,3 +57,24 @@ class FormatError(CmpstoreError):
 
 class UsageError(CmpstoreError):
     """An option or argument is invalid."""
+
+
+@contextlib.contextmanager
+def reading(path: str | None, error: type[CmpstoreError] = FormatError) -> Iterator[None]:
+    """Make every failure while reading ``path`` a :class:`CmpstoreError` naming it.
+
+    Input is untrusted, so no other exception type may reach the caller.  An
+    exception that is not already a CmpstoreError means a check is missing in
+    cmpstore: it becomes ``error`` with the words "internal error" so that it
+    still reads as one line, and the fuzz tests fail on those words.
+    """
+    try:
+        yield
+    except CmpstoreError as exc:
+        raise exc.located(path=path) from None
+    except MemoryError:
+        raise error("not enough memory to read this file", path=path) from None
+    except Exception as exc:  # noqa: BLE001 - untrusted input: nothing else may escape
+        raise error(
+            f"internal error while reading ({type(exc).__name__}: {exc}); please report it", path=path
+        ) from None

@@ -107,4 +107,4 @@ def _blob_values(values: dict, address: tuple, shape: tuple[int, ...]) -> np.nda
         array = values.get(BlobAddress(*address, field))
         if array is not None:
             return array
-    return np.zeros(int(np.prod(shape, dtype=np.int64)), dtype="<f4")
+    return np.zeros(netproto.element_count(shape) or 0, dtype="<f4")

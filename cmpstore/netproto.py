@@ -7,6 +7,7 @@ layers, rewrites Cmp layers for stock Caffe, and reads prototxt files.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -73,6 +74,13 @@ def blob_shape(blob) -> tuple[int, ...]:
     if any(blob.HasField(name) for name in ("num", "channels", "height", "width")):
         return (blob.num, blob.channels, blob.height, blob.width)
     return tuple(blob.shape.dim)
+
+
+def element_count(shape: tuple[int, ...]) -> int | None:
+    """Values a blob of this shape holds, exactly (Python ints, no overflow); None if a dimension is negative."""
+    if any(dim < 0 for dim in shape):
+        return None
+    return math.prod(shape)
 
 
 def layer_infos(net: NetParameter) -> list[LayerInfo]:

@@ -15,6 +15,11 @@ from ..errors import FormatError
 from .base import BlobCodec
 
 
+def inflate_bound(compressed_bytes: int) -> int:
+    """Most bytes a zlib stream of this size can inflate to (DEFLATE tops out near 1032:1)."""
+    return 1032 * compressed_bytes + 1024
+
+
 class ShuffledDeflateCodec(BlobCodec):
     """Byte-shuffle the values, then DEFLATE them (zlib format, level 9).
 
@@ -38,6 +43,8 @@ class ShuffledDeflateCodec(BlobCodec):
 
     def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
         expected = count * dtype.itemsize
+        if expected > inflate_bound(len(payload)):
+            raise FormatError(f"{what}: {len(payload)} deflate bytes cannot hold {count} values")
         inflater = zlib.decompressobj()
         try:
             # max_length bounds memory by the declared size, whatever the stream claims.
