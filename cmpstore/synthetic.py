@@ -8,6 +8,7 @@ it is not the trained quantization of Deep Compression.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,19 +37,57 @@ LENET = (
 )
 
 
+# The paper's pruned densities (Han et al. 2016, Tables 4 and 5); 256 clusters for conv, 32 for fc.
+ALEXNET = (
+    LayerSpec("conv1", "Convolution", (96, 3, 11, 11), 0.84, 256),
+    LayerSpec("conv2", "Convolution", (256, 48, 5, 5), 0.38, 256),  # group 2
+    LayerSpec("conv3", "Convolution", (384, 256, 3, 3), 0.35, 256),
+    LayerSpec("conv4", "Convolution", (384, 192, 3, 3), 0.37, 256),  # group 2
+    LayerSpec("conv5", "Convolution", (256, 192, 3, 3), 0.37, 256),  # group 2
+    LayerSpec("fc6", "InnerProduct", (4096, 9216), 0.09, 32),
+    LayerSpec("fc7", "InnerProduct", (4096, 4096), 0.09, 32),
+    LayerSpec("fc8", "InnerProduct", (1000, 4096), 0.25, 32),
+)
+
+VGG16 = tuple(
+    LayerSpec(name, "Convolution", shape, density, 256)
+    for name, shape, density in (
+        ("conv1_1", (64, 3, 3, 3), 0.58),
+        ("conv1_2", (64, 64, 3, 3), 0.22),
+        ("conv2_1", (128, 64, 3, 3), 0.34),
+        ("conv2_2", (128, 128, 3, 3), 0.36),
+        ("conv3_1", (256, 128, 3, 3), 0.53),
+        ("conv3_2", (256, 256, 3, 3), 0.24),
+        ("conv3_3", (256, 256, 3, 3), 0.42),
+        ("conv4_1", (512, 256, 3, 3), 0.32),
+        ("conv4_2", (512, 512, 3, 3), 0.27),
+        ("conv4_3", (512, 512, 3, 3), 0.34),
+        ("conv5_1", (512, 512, 3, 3), 0.35),
+        ("conv5_2", (512, 512, 3, 3), 0.29),
+        ("conv5_3", (512, 512, 3, 3), 0.36),
+    )
+) + (
+    LayerSpec("fc6", "InnerProduct", (4096, 25088), 0.04, 32),
+    LayerSpec("fc7", "InnerProduct", (4096, 4096), 0.04, 32),
+    LayerSpec("fc8", "InnerProduct", (1000, 4096), 0.23, 32),
+)
+
+
 def pruned_quantized(shape, density: float, clusters: int | None, rng: np.random.Generator) -> np.ndarray:
     """Gaussian weights, magnitude-pruned to ``density``, snapped to ``clusters`` levels."""
-    weights = rng.normal(0.0, 0.05, size=int(np.prod(shape))).astype(np.float32)
+    weights = rng.standard_normal(size=math.prod(shape), dtype=np.float32) * np.float32(0.05)
     if density < 1.0:
         keep = int(round(density * weights.size))
-        threshold = np.sort(np.abs(weights))[weights.size - keep - 1] if keep < weights.size else -1.0
-        weights[np.abs(weights) <= threshold] = 0.0
+        if keep < weights.size:
+            magnitudes = np.abs(weights)
+            threshold = np.partition(magnitudes, weights.size - keep - 1)[weights.size - keep - 1]
+            weights[magnitudes <= threshold] = 0.0
     if clusters:
-        nonzero = weights != 0
-        if nonzero.any():
+        nonzero = np.flatnonzero(weights)
+        if nonzero.size:
             survivors = weights[nonzero]
             centroids = np.linspace(survivors.min(), survivors.max(), clusters, dtype=np.float32)
-            nearest = np.abs(survivors[:, None] - centroids[None, :]).argmin(axis=1)
+            nearest = np.searchsorted((centroids[:-1] + centroids[1:]) / 2, survivors)
             weights[nonzero] = centroids[nearest]
     return weights
 
