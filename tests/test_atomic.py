@@ -1,0 +1,95 @@
+"""A write that is killed or interrupted leaves the old output or none, never a partial file."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+from nets import lenet_like_bytes
+
+from cmpstore import api
+from cmpstore.caffemodel import split_caffemodel
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Runs `cmpstore decode` with a writer that stops after its first chunk, so the
+# test can interrupt it at a known point mid-write.
+STALLING_DECODE = """
+import contextlib, sys, time
+import cmpstore.atomic as atomic
+
+real_output = atomic.atomic_output
+
+@contextlib.contextmanager
+def stalling_output(path):
+    with real_output(path) as stream:
+        class Stalling:
+            def write(self, chunk):
+                stream.write(chunk)
+                stream.flush()
+                print("mid-write", flush=True)
+                time.sleep(60)
+        yield Stalling()
+
+atomic.atomic_output = stalling_output
+from cmpstore.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_stalled_decode(encoded, output, *extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(
+        [sys.executable, "-c", STALLING_DECODE, "decode", str(encoded), "-o", str(output), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout.readline().strip() == "mid-write"
+    return process
+
+
+@pytest.fixture()
+def encoded(tmp_path):
+    path = tmp_path / "m.cmps"
+    path.write_bytes(api.encode(split_caffemodel(lenet_like_bytes())))
+    return path
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".cmpstore-")]
+
+
+def test_ctrl_c_leaves_no_output_and_no_temporary(encoded, tmp_path):
+    output = tmp_path / "out.caffemodel"
+    process = start_stalled_decode(encoded, output)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert not output.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_keeps_the_old_output(encoded, tmp_path):
+    output = tmp_path / "out.caffemodel"
+    output.write_bytes(b"the old model")
+    process = start_stalled_decode(encoded, output, "--force")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert output.read_bytes() == b"the old model"
+    assert leftovers(tmp_path) == []
+
+
+def test_kill_never_leaves_a_partial_output(encoded, tmp_path):
+    output = tmp_path / "out.caffemodel"
+    output.write_bytes(b"the old model")
+    process = start_stalled_decode(encoded, output, "--force")
+    process.kill()  # SIGKILL: no cleanup can run, only the rename protects the output
+    process.communicate(timeout=30)
+    assert output.read_bytes() == b"the old model"
+    # What SIGKILL can leave is the hidden temporary, never a partial out.caffemodel.
+    assert all(name.endswith(".part") for name in leftovers(tmp_path))
