@@ -1,7 +1,9 @@
 """Atomic output files: write beside the target, then rename into place.
 
-A failure or an interrupt leaves either the old file or none, never a
-partial one.
+A failure, an interrupt or a killed process leaves either the old file or
+none, never a partial one.  There is no fsync before the rename (as with
+zstd or xz): it would double the time to write a large model, and guarding
+against power loss is left to the filesystem.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(descriptor, "wb") as stream:
             yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
         os.chmod(temporary, 0o644 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
