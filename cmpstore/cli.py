@@ -14,7 +14,7 @@ import sys
 from . import __version__, api, kmeans, netproto, selectors, transform
 from .codecs.sparse import MAX_CODEBOOK_ENTRIES
 from .container import FILE_EXTENSION
-from .errors import CmpstoreError, UsageError
+from .errors import CmpstoreError, ModelError, UsageError, reading
 from .report import format_outcomes, format_table
 
 EXAMPLES = {
@@ -26,6 +26,7 @@ EXAMPLES = {
     "inspect": "cmpstore inspect lenet.cmps",
     "verify": "cmpstore verify lenet.caffemodel lenet.cmps",
     "example": "cmpstore example lenet.caffemodel --seed 0",
+    "import-han": "cmpstore import-han AlexNet_compressed.net --prototxt deploy.prototxt -o alexnet.cmps",
     "prune": "cmpstore prune lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 -o pruned.caffemodel",
     "quantize": "cmpstore quantize pruned.caffemodel --clusters conv=256,fc=32 --init linear -o pq.caffemodel",
     "compress": "cmpstore compress lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 "
@@ -112,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(compress, ratios=True, clusters=True)
     _add_index_bits(compress)
 
+    han = command(
+        "import-han",
+        "convert the Deep Compression authors' released .net format (AlexNet_compressed.net) to .cmps",
+        _import_han,
+    )
+    han.add_argument("net", help="the released .net file")
+    han.add_argument("--prototxt", required=True, help="the deploy prototxt of the net (gives the shapes)")
+    han.add_argument("-o", "--output", required=True, help="output .cmps (or .caffemodel / .h5 for a dense model)")
+    han.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
     example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
     example.add_argument("output", help="output .caffemodel")
     example.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -178,6 +189,21 @@ def _verify(args) -> int:
         print(f"{args.encoded}: differs from {args.original} ({len(problems)} blobs)")
         return 1
     print(f"{args.encoded}: every blob is bit-identical to {args.original}")
+    return 0
+
+
+def _import_han(args) -> int:
+    from .han import import_han
+
+    _check_output(args.output, args.force)
+    with reading(args.net, ModelError):
+        model = import_han(args.net, args.prototxt)
+    if args.output.endswith(FILE_EXTENSION):
+        encoded = api.encode(model, args.output)
+        print(f"{args.net} -> {args.output} ({len(encoded):,} B)")
+    else:
+        api.save_model(model, args.output, format=_format_for(args.output))
+        print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 

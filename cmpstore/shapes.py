@@ -1,0 +1,155 @@
+"""Blob shapes of a net's learnable parameters, inferred from its prototxt as Caffe would.
+
+Enough of Caffe's shape inference to size the weights of convolution and
+inner-product layers without Caffe: inputs (``Input`` layers or the legacy
+``input``/``input_shape``/``input_dim`` fields), Convolution,
+Deconvolution, Pooling, InnerProduct, Concat, Flatten and the layers that
+keep their input's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ModelError
+
+#: Layer types whose top has the shape of their (first) bottom.
+SHAPE_PRESERVING = frozenset(
+    {
+        "ReLU",
+        "PReLU",
+        "ELU",
+        "Sigmoid",
+        "TanH",
+        "AbsVal",
+        "Power",
+        "Exp",
+        "Log",
+        "BNLL",
+        "Threshold",
+        "Dropout",
+        "LRN",
+        "BatchNorm",
+        "Scale",
+        "Bias",
+        "Softmax",
+        "Eltwise",
+        "Split",
+        "MVN",
+        "Clip",
+        "Swish",
+    }
+)
+
+
+def parameter_shapes(net) -> dict[str, list[tuple[int, ...]]]:
+    """Weight and bias shapes of every Convolution, Deconvolution and InnerProduct layer, by name."""
+    blobs: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    _legacy_inputs(net, blobs)
+    for layer in net.layer:
+        where = f"layer '{layer.name}'"
+        bottoms = []
+        for name in layer.bottom:
+            if name not in blobs:
+                raise ModelError(f"input blob '{name}' has no known shape", where=where)
+            bottoms.append(blobs[name])
+        kind = layer.type
+        if kind == "Input":
+            tops = [tuple(shape.dim) for shape in layer.input_param.shape]
+            if len(tops) == 1:
+                tops = tops * len(layer.top)
+        elif kind in ("Convolution", "Deconvolution", "CmpConvolution"):
+            top, params = _convolution(layer, bottoms[0], deconvolution=kind == "Deconvolution", where=where)
+            tops, shapes[layer.name] = [top], params
+        elif kind in ("InnerProduct", "CmpInnerProduct"):
+            top, params = _inner_product(layer, bottoms[0])
+            tops, shapes[layer.name] = [top], params
+        elif kind == "Pooling":
+            tops = [_pooling(layer, bottoms[0])]
+        elif kind == "Concat":
+            axis = layer.concat_param.axis if layer.concat_param.HasField("axis") else 1
+            axis %= len(bottoms[0])
+            joined = list(bottoms[0])
+            joined[axis] = sum(shape[axis] for shape in bottoms)
+            tops = [tuple(joined)]
+        elif kind == "Flatten":
+            tops = [(bottoms[0][0], math.prod(bottoms[0][1:]))]
+        elif kind in SHAPE_PRESERVING:
+            tops = [bottoms[0]] * len(layer.top)
+        elif kind in ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "Silence"):
+            tops = [()] * len(layer.top)
+        else:
+            raise ModelError(f"cannot infer shapes through a {kind} layer", where=where)
+        for name, shape in zip(layer.top, tops, strict=False):
+            blobs[name] = shape
+    return shapes
+
+
+def _legacy_inputs(net, blobs) -> None:
+    if net.input_shape:
+        for name, shape in zip(net.input, net.input_shape, strict=False):
+            blobs[name] = tuple(shape.dim)
+    elif net.input_dim:
+        for index, name in enumerate(net.input):
+            blobs[name] = tuple(net.input_dim[4 * index : 4 * index + 4])
+
+
+def _pair(params, values, height: str, width: str, default: int) -> tuple[int, int]:
+    """A 2-D setting from its ``*_h``/``*_w`` fields when set, else from the (repeated) field."""
+    # HasField, not the value: some Caffe versions give stride_h/stride_w a default of 1.
+    if params.HasField(height) or params.HasField(width):
+        return getattr(params, height), getattr(params, width)
+    if len(values) == 0:
+        return default, default
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def _convolution(layer, bottom, deconvolution, where):
+    params = layer.convolution_param
+    if len(bottom) != 4:
+        raise ModelError(f"expects a 4-D input, got {list(bottom)}", where=where)
+    kernel = _pair(params, params.kernel_size, "kernel_h", "kernel_w", 0)
+    if not all(kernel):
+        raise ModelError("convolution without a kernel size", where=where)
+    stride = _pair(params, params.stride, "stride_h", "stride_w", 1)
+    pad = _pair(params, params.pad, "pad_h", "pad_w", 0)
+    dilation = (params.dilation[0],) * 2 if len(params.dilation) == 1 else tuple(params.dilation[:2]) or (1, 1)
+    group = params.group or 1
+    channels = bottom[1]
+    if deconvolution:
+        weight = (channels, params.num_output // group, *kernel)
+        spatial = [stride[i] * (bottom[2 + i] - 1) + dilation[i] * (kernel[i] - 1) + 1 - 2 * pad[i] for i in range(2)]
+    else:
+        weight = (params.num_output, channels // group, *kernel)
+        spatial = [
+            (bottom[2 + i] + 2 * pad[i] - (dilation[i] * (kernel[i] - 1) + 1)) // stride[i] + 1 for i in range(2)
+        ]
+    shapes = [weight] + ([(params.num_output,)] if params.bias_term else [])
+    return (bottom[0], params.num_output, *spatial), shapes
+
+
+def _inner_product(layer, bottom):
+    params = layer.inner_product_param
+    axis = params.axis % len(bottom)
+    inputs = math.prod(bottom[axis:])
+    weight = (inputs, params.num_output) if params.transpose else (params.num_output, inputs)
+    shapes = [weight] + ([(params.num_output,)] if params.bias_term else [])
+    return (*bottom[:axis], params.num_output), shapes
+
+
+def _pooling(layer, bottom):
+    params = layer.pooling_param
+    if params.global_pooling:
+        return (*bottom[:2], 1, 1)
+    kernel = _pair(params, [params.kernel_size] if params.kernel_size else [], "kernel_h", "kernel_w", 0)
+    stride = _pair(params, [params.stride], "stride_h", "stride_w", 1)
+    pad = _pair(params, [params.pad], "pad_h", "pad_w", 0)
+    spatial = []
+    for i in range(2):
+        # Caffe rounds pooled sizes up, then drops a last window that starts inside the padding.
+        size = -(-(bottom[2 + i] + 2 * pad[i] - kernel[i]) // stride[i]) + 1
+        if pad[i] and (size - 1) * stride[i] >= bottom[2 + i] + pad[i]:
+            size -= 1
+        spatial.append(size)
+    return (*bottom[:2], *spatial)
