@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from . import caffemodel, container, encoding, hdf5, netproto, selectors
-from .atomic import write_chunks
+from .atomic import atomic_output, write_chunks
 from .codecs import codec_for_id
 from .errors import FormatError, ModelError, UsageError, reading
 from .model import PAYLOAD_DTYPE, BlobAddress, Model
 from .netproto import LayerInfo
+from .progress import silent
 from .relative_index import MAX_INDEX_BITS, MIN_INDEX_BITS
 from .report import Report, build_report
 
@@ -92,6 +93,7 @@ def encode(
     output: str | os.PathLike | None = None,
     *,
     index_bits: Mapping[str, int] | None = None,
+    progress: Callable[[str, str], None] = silent,
 ) -> bytes:
     """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
 
@@ -106,28 +108,39 @@ def encode(
         shorthands ``conv`` and ``fc`` (a name wins over a shorthand), e.g.
         ``{"conv": 8, "fc": 5}`` for the paper's scheme.  Unnamed layers get
         the width that minimises their size.
+    progress : callable, optional
+        Called as ``progress(label, detail)`` after each blob.
 
     Returns
     -------
     bytes
         The encoded file.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> encoded = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> encoded[1:5], len(encoded) < 60_000
+    (b'CMPS', True)
     """
     model = source if isinstance(source, Model) else load_model(source)
     path = None if isinstance(source, Model) else os.fspath(source)
     if isinstance(source, Model):
         check_shapes(model)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
-    encoded = encoding.encode_model(model, policy)
+    encoded = encoding.encode_model(model, policy, progress)
     if output is not None:
         _refuse_overwriting_input(output, path)
         write_chunks(output, [encoded])
     return encoded
 
 
-def decode_bytes(buf, path: str | None = None) -> Model:
+def decode_bytes(buf, path: str | None = None, progress: Callable[[str, str], None] = silent) -> Model:
     """Decode the bytes of a ``.cmps`` file; errors name ``path``."""
     with reading(path):
-        return encoding.decode_model(buf)
+        return encoding.decode_model(buf, progress)
 
 
 def decode(
@@ -136,21 +149,33 @@ def decode(
     *,
     format: str = "caffemodel",
     deploy: bool = False,
+    progress: Callable[[str, str], None] = silent,
 ) -> Model:
     """Decode a ``.cmps`` file back to a dense model, and write it if ``output`` is given.
 
     Parameters
     ----------
-    format : {"caffemodel", "h5"}
-        Binary caffemodel (byte-identical to a Caffe-written input) or Caffe HDF5.
+    format : {"caffemodel", "h5", "npz"}
+        Binary caffemodel (byte-identical to a Caffe-written input), Caffe
+        HDF5, or numpy ``.npz`` of the dense weights (see :func:`save_model`).
     deploy : bool
         Rename CmpConvolution/CmpInnerProduct to Convolution/InnerProduct and
         drop the fork's fields, so stock Caffe can use the net.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> model = decode(folder / "lenet.cmps", folder / "lenet.caffemodel")
+    >>> (folder / "lenet.caffemodel").stat().st_size, len(model.payloads)
+    (1724643, 8)
     """
     path = os.fspath(source)
     if detect_format(path) != "cmps":
         raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
-    model = decode_bytes(_read_bytes(path), path)
+    model = decode_bytes(_read_bytes(path), path, progress)
     if deploy:
         net = netproto.parse_skeleton(model.skeleton, path)
         netproto.to_deploy(net)
@@ -162,19 +187,42 @@ def decode(
 
 
 def save_model(model: Model, output: str | os.PathLike, *, format: str = "caffemodel") -> None:
-    """Write a model as a binary caffemodel or as Caffe HDF5, atomically."""
+    """Write a model atomically: binary ``caffemodel``, Caffe ``h5``, or ``npz``.
+
+    ``npz`` holds the dense weights for deployment outside Caffe, one array
+    per blob named ``<layer>/<blob index>``.
+    """
     if format == "caffemodel":
         write_chunks(output, caffemodel.join_caffemodel(model))
     elif format == "h5":
         hdf5.write_hdf5(model, output)
+    elif format == "npz":
+        arrays = {
+            f"{name}/{index}": blob
+            for name, blobs in weights_by_layer(model).items()
+            for index, blob in enumerate(blobs)
+        }
+        with atomic_output(output) as stream:
+            np.savez(stream, **arrays)
     else:
-        raise UsageError(f"unknown output format {format!r}; use caffemodel or h5")
+        raise UsageError(f"unknown output format {format!r}; use caffemodel, h5 or npz")
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """The weights of any supported file, by layer name, each blob shaped as in Caffe.
 
-    Layers without blobs are left out; float64 blobs stay float64.
+    Reads ``.caffemodel``, ``.caffemodel.h5`` and ``.cmps`` files, without
+    Caffe.  Layers without blobs are left out; float64 blobs stay float64.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> weights = load_weights(folder / "lenet.cmps")
+    >>> sorted(weights), weights["conv1"][0].shape, weights["conv1"][1].shape
+    (['conv1', 'conv2', 'fc1', 'fc2'], (20, 1, 5, 5), (20,))
     """
     path = os.fspath(path)
     model = load_model(path)
@@ -205,7 +253,18 @@ def weights_by_layer(model: Model, path: str | None = None) -> dict[str, list[np
 
 
 def verify(original: str | os.PathLike, encoded: str | os.PathLike) -> list[str]:
-    """Compare every blob of two model files bit for bit; return the differences (empty if none)."""
+    """Compare every blob of two model files bit for bit; return the differences (empty if none).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> save_model(build_model(seed=0), folder / "lenet.caffemodel")
+    >>> _ = encode(folder / "lenet.caffemodel", folder / "lenet.cmps")
+    >>> verify(folder / "lenet.caffemodel", folder / "lenet.cmps")
+    []
+    """
     first = load_weights(original)
     second = load_weights(encoded)
     problems = []
@@ -233,7 +292,18 @@ def verify(original: str | os.PathLike, encoded: str | os.PathLike) -> list[str]
 
 
 def report(path: str | os.PathLike) -> Report:
-    """Where the bytes go, per layer: read from a ``.cmps`` file, or what encoding a model would give."""
+    """Where the bytes go, per layer: read from a ``.cmps`` file, or what encoding a model would give.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> summary = report(folder / "lenet.cmps")
+    >>> [row.name for row in summary.layers], summary.total_after == (folder / "lenet.cmps").stat().st_size
+    (['conv1', 'conv2', 'fc1', 'fc2'], True)
+    """
     path = os.fspath(path)
     buf = _read_bytes(path) if detect_format(path) == "cmps" else encode(path)
     with reading(path):
@@ -241,7 +311,17 @@ def report(path: str | os.PathLike) -> Report:
 
 
 def inspect(path: str | os.PathLike) -> dict:
-    """The header and sections of a ``.cmps`` file, without decoding any weights."""
+    """The header and sections of a ``.cmps`` file, without decoding any weights.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> [section["kind"] for section in inspect(folder / "lenet.cmps")["sections"]][:3]
+    ['NETP', 'BLOB', 'BLOB']
+    """
     path = os.fspath(path)
     buf = _read_bytes(path)
     with reading(path):
