@@ -29,6 +29,7 @@ from .codecs.deflate import inflate_bound
 from .errors import FormatError, ModelError
 from .model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, Payload, SourceFormat
 from .netproto import LayerInfo
+from .progress import silent
 from .varint import Reader, encode_varint
 
 #: Largest blob the format accepts: what fits in protobuf's 2 GiB message limit.
@@ -49,7 +50,7 @@ class EncodedBlob:
     section_bytes: int
 
 
-def encode_model(model: Model, index_bits: IndexBitsPolicy | None = None, progress=None) -> bytes:
+def encode_model(model: Model, index_bits: IndexBitsPolicy | None = None, progress=silent) -> bytes:
     """Encode a model into the bytes of a ``.cmps`` file.
 
     Every blob is coded with each codec and the smallest payload is kept, so
@@ -61,9 +62,10 @@ def encode_model(model: Model, index_bits: IndexBitsPolicy | None = None, progre
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = layers[(payload.address.layer_field, payload.address.layer_index)]
         fixed_bits = index_bits(layer) if index_bits and payload.address.blob_index == 0 and layer.kind else None
-        sections.append(container.section_bytes(container.BLOB, _blob_payload(payload, fixed_bits)))
-        if progress:
-            progress(layer)
+        body = _blob_payload(payload, fixed_bits)
+        sections.append(container.section_bytes(container.BLOB, body))
+        label = f"{layer.name} blob {payload.address.blob_index}"
+        progress(label, f"{payload.values.size:,} values -> {len(body):,} B")
     return container.header_bytes(len(sections)) + b"".join(sections)
 
 
@@ -164,14 +166,16 @@ def read_container(buf) -> DecodedSections:
     )
 
 
-def decode_model(buf) -> Model:
+def decode_model(buf, progress=silent) -> Model:
     """Decode the bytes of a ``.cmps`` file into a model, bit for bit."""
     contents = read_container(buf)
     payloads = []
     for address, layer, codec_id, count, body, _ in contents.blobs:
         where = f"{layer.label} blob {address.blob_index}"
-        values = codec_for_id(codec_id).decode(body, count, PAYLOAD_DTYPE[address.value_field], where)
+        codec = codec_for_id(codec_id)
+        values = codec.decode(body, count, PAYLOAD_DTYPE[address.value_field], where)
         payloads.append(Payload(address, values))
+        progress(f"{layer.name} blob {address.blob_index}", f"{codec.name}, {count:,} values")
     return Model(contents.skeleton, payloads, contents.source_format)
 
 

@@ -7,13 +7,14 @@ variants) that a setting names.  Biases and all other blobs are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import kmeans, netproto
 from .model import Model, Payload
+from .progress import silent
 from .prune import prune
 from .selectors import check_names, setting_for
 
@@ -41,6 +42,7 @@ def compress_weights(
     init: str = "linear",
     seed: int = 0,
     empty: str = "drop",
+    progress: Callable[[str, str], None] = silent,
 ) -> tuple[Model, list[LayerOutcome]]:
     """Prune, then weight-share, the layers that ``ratios`` / ``clusters`` select.
 
@@ -56,6 +58,8 @@ def compress_weights(
         Seed for the ``random`` initialization.
     empty : {"drop", "relocate"}
         What Lloyd does with a cluster that empties (see :func:`cmpstore.kmeans.lloyd`).
+    progress : callable, optional
+        Called as ``progress(layer_name, detail)`` after each layer.
 
     Returns
     -------
@@ -85,6 +89,7 @@ def compress_weights(
         values, outcome = _compress_blob(payload.values, layer, ratio, cluster_count, init, seed, empty)
         payloads.append(Payload(address, values))
         outcomes.append(outcome)
+        progress(layer.name, f"kept {outcome.kept:,} of {outcome.weights:,}, {outcome.centroids or '-'} centroids")
     return Model(model.skeleton, payloads, model.source_format), outcomes
 
 
