@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
-from . import __version__, api, kmeans, netproto, selectors, transform
+from . import __version__, api, caffemodel, kmeans, netproto, selectors, transform
 from .codecs.sparse import MAX_CODEBOOK_ENTRIES
 from .container import FILE_EXTENSION
 from .errors import CmpstoreError, ModelError, UsageError, reading
+from .progress import Progress, wants_bar
 from .report import format_outcomes, format_table
 
 EXAMPLES = {
@@ -22,7 +24,7 @@ EXAMPLES = {
     "  cmpstore encode lenet.caffemodel --index-bits conv=8,fc=5",
     "decode": "cmpstore decode lenet.cmps -o lenet_dense.caffemodel\n"
     "  cmpstore decode lenet.cmps -o lenet.caffemodel.h5 --format h5 --deploy",
-    "report": "cmpstore report lenet.cmps\n  cmpstore report lenet.caffemodel --json",
+    "report": "cmpstore report lenet.cmps --plot lenet.png\n  cmpstore report lenet.caffemodel --json",
     "inspect": "cmpstore inspect lenet.cmps",
     "verify": "cmpstore verify lenet.caffemodel lenet.cmps",
     "example": "cmpstore example lenet.caffemodel --seed 0",
@@ -38,6 +40,8 @@ EXAMPLES = {
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="cmpstore: %(message)s", stream=sys.stderr)
     try:
         return args.run(args)
     except CmpstoreError as exc:
@@ -68,21 +72,28 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(run=run)
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+        sub.add_argument("-v", "--verbose", action="store_true", help="log what is done per layer on stderr")
         return sub
 
     encode = command("encode", "encode a .caffemodel or .caffemodel.h5 into a compressed .cmps file", _encode)
     encode.add_argument("model", help="input .caffemodel or .caffemodel.h5")
-    encode.add_argument("-o", "--output", help=f"output file (default: the input name with {FILE_EXTENSION})")
+    encode.add_argument(
+        "-o", "--output", help=f"output file, - for standard output (default: the input name with {FILE_EXTENSION})"
+    )
     _add_index_bits(encode)
     encode.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
     decode = command("decode", "decode a .cmps file back to a dense Caffe model", _decode)
     decode.add_argument("encoded", help=f"input {FILE_EXTENSION} file")
-    decode.add_argument("-o", "--output", help="output file (default: the input name with .caffemodel)")
+    decode.add_argument(
+        "-o", "--output", help="output file, - for standard output (default: the input name with .caffemodel)"
+    )
     decode.add_argument(
         "--format",
-        choices=["caffemodel", "h5"],
-        help="binary caffemodel or Caffe HDF5 (default: h5 if the output name ends in .h5, else caffemodel)",
+        choices=["caffemodel", "h5", "npz"],
+        help="binary caffemodel, Caffe HDF5, or numpy .npz of the dense weights by '<layer>/<blob>' "
+        "(default: from the output name's extension, else caffemodel)",
     )
     decode.add_argument(
         "--deploy",
@@ -93,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report = command("report", "show per layer where the bytes go (encoded file, or what encode would write)", _report)
     report.add_argument("file", help=".cmps, .caffemodel or .caffemodel.h5")
-    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument("--json", action="store_true", help="print JSON (docs/REPORT_JSON.md) instead of a table")
+    report.add_argument("--plot", metavar="PNG", help="also draw weight histograms and bytes per layer (matplotlib)")
 
     inspect = command("inspect", "show the header and sections of a .cmps file without decoding weights", _inspect)
     inspect.add_argument("encoded", help=f"input {FILE_EXTENSION} file")
@@ -132,26 +144,58 @@ def _parser() -> argparse.ArgumentParser:
 
 def _encode(args) -> int:
     output = args.output or _replace_extension(args.model, FILE_EXTENSION)
-    _check_output(output, args.force)
+    _check_output(output, args.force, args.model)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
-    encoded = api.encode(args.model, output, index_bits=index_bits)
+    model = api.load_model(args.model)
+    progress = Progress(len(model.payloads), "encode", wants_bar(args.quiet))
+    try:
+        encoded = api.encode(model, None if output == "-" else output, index_bits=index_bits, progress=progress)
+    finally:
+        progress.close()
+    if output == "-":
+        sys.stdout.buffer.write(encoded)
     size = os.path.getsize(args.model)
-    print(f"{args.model} ({size:,} B) -> {output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
+    _summary(args, output, f"{args.model} ({size:,} B) -> {output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
     return 0
 
 
 def _decode(args) -> int:
     output = args.output or _replace_extension(args.encoded, ".caffemodel")
     fmt = args.format or _format_for(output)
-    _check_output(output, args.force)
-    api.decode(args.encoded, output, format=fmt, deploy=args.deploy)
-    print(f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {fmt})")
+    _check_output(output, args.force, args.encoded)
+    if output == "-" and fmt != "caffemodel":
+        raise UsageError(f"--format {fmt} needs a seekable file, not standard output")
+    progress = Progress(None, "decode", wants_bar(args.quiet))
+    try:
+        model = api.decode(
+            args.encoded, None if output == "-" else output, format=fmt, deploy=args.deploy, progress=progress
+        )
+    finally:
+        progress.close()
+    if output == "-":
+        for chunk in caffemodel.join_caffemodel(model):
+            sys.stdout.buffer.write(chunk)
+        _summary(args, output, f"{args.encoded} -> standard output ({fmt})")
+    else:
+        _summary(args, output, f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {fmt})")
     return 0
+
+
+def _summary(args, output: str, line: str) -> None:
+    """The one-line result: on stdout, or on stderr when stdout carries the data."""
+    if not args.quiet:
+        print(line, file=sys.stderr if output == "-" else sys.stdout)
 
 
 def _report(args) -> int:
     report = api.report(args.file)
     print(report.to_json() if args.json else format_table(report))
+    if args.plot:
+        from .plot import plot_report
+
+        plot_report(report, api.load_weights(args.file), args.plot)
+        if not args.quiet:
+            print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -293,6 +337,7 @@ def _settings(args) -> tuple[dict, dict]:
 def _transform(args):
     ratios, clusters = _settings(args)
     model = api.load_model(args.model)
+    progress = Progress(None, args.command, wants_bar(args.quiet))
     try:
         model, outcomes = transform.compress_weights(
             model,
@@ -301,10 +346,14 @@ def _transform(args):
             getattr(args, "init", "linear"),
             getattr(args, "seed", 0),
             getattr(args, "empty_clusters", "drop"),
+            progress,
         )
     except CmpstoreError as exc:
         raise exc.located(path=args.model) from None
-    print(format_outcomes(outcomes))
+    finally:
+        progress.close()
+    if not args.quiet:
+        print(format_outcomes(outcomes))
     return model
 
 
@@ -335,10 +384,16 @@ def _compress(args) -> int:
 
 
 def _format_for(output: str) -> str:
-    return "h5" if output.endswith((".h5", ".hdf5")) else "caffemodel"
+    if output.endswith((".h5", ".hdf5")):
+        return "h5"
+    return "npz" if output.endswith(".npz") else "caffemodel"
 
 
-def _check_output(output: str, force: bool) -> None:
+def _check_output(output: str, force: bool, source: str | None = None) -> None:
+    if output == "-":
+        return
+    if source and os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source):
+        raise UsageError("refusing to overwrite the input file", path=output)
     if os.path.exists(output) and not force:
         raise UsageError("output exists; use --force to overwrite it", path=output)
 

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from . import caffemodel, encoding
 from .model import PAYLOAD_DTYPE
 
+#: Bumped whenever a key of ``report --json`` changes meaning or goes away.
+REPORT_VERSION = 1
+
 
 @dataclass
 class LayerRow:
@@ -33,6 +36,14 @@ class LayerRow:
     bytes_after: int
     codecs: list[str]
     notes: list[str] = field(default_factory=list)
+    # bytes_after split by part; other_bytes is dense blobs plus section framing.
+    index_bytes: int = 0
+    weight_bytes: int = 0
+    codebook_bytes: int = 0
+
+    @property
+    def other_bytes(self) -> int:
+        return self.bytes_after - self.index_bytes - self.weight_bytes - self.codebook_bytes
 
     @property
     def ratio(self) -> float:
@@ -53,10 +64,12 @@ class Report:
         return self.total_before / self.total_after
 
     def to_json(self) -> str:
-        document = asdict(self)
+        """The report as JSON; the keys are documented in docs/REPORT_JSON.md (report_version 1)."""
+        document = {"report_version": REPORT_VERSION, **asdict(self)}
         document["ratio"] = round(self.ratio, 3)
         for row, layer in zip(document["layers"], self.layers, strict=True):
             row["ratio"] = round(layer.ratio, 3)
+            row["other_bytes"] = layer.other_bytes
         return json.dumps(document, indent=2)
 
 
@@ -74,6 +87,9 @@ def build_report(buf, file: str) -> Report:
             row = rows[(address.layer_field, address.layer_index)] = _first_blob_row(layer, stats)
         row.bytes_before += dense_bytes
         row.bytes_after += blob.section_bytes
+        row.index_bytes += stats.index_bytes
+        row.weight_bytes += stats.weight_bytes
+        row.codebook_bytes += stats.codebook_bytes
         row.codecs.append(stats.codec)
         if layer.kind and address.blob_index == 0 and stats.codebook_entries is None:
             row.notes.append(_why_not_codebook(stats))

@@ -42,15 +42,18 @@ def shared_model(name: str) -> pathlib.Path:
     return path
 
 
+ROOT_ENV = dict(
+    os.environ,
+    PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+)
+
+
 def run_cli(*args: str, cwd=None):
     """Run ``python -m cmpstore`` in a subprocess; return (exit code, stdout, stderr)."""
     import subprocess
     import sys
 
-    env = dict(os.environ)
-    root = str(pathlib.Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run(
-        [sys.executable, "-m", "cmpstore", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "cmpstore", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ROOT_ENV
     )
     return done.returncode, done.stdout, done.stderr

@@ -24,6 +24,10 @@ class BlobStats:
     fillers: int | None = None
     index_stream_bits: int | None = None
     weight_stream_bits: int | None = None
+    # Bytes of the payload by part (sparse codec): index stream, weight stream, codebook.
+    index_bytes: int = 0
+    weight_bytes: int = 0
+    codebook_bytes: int = 0
     note: str = ""
 
 

@@ -150,16 +150,30 @@ class SparseCodec(BlobCodec):
         if entry_count == 0:
             stats.distinct = 0
             return stats
+        start = reader.pos
         stats.index_stream_bits = _skip_stream(reader, 1 << index_bits, f"{what} index stream")
+        stats.index_bytes = reader.pos - start
         if value_coding == CODEBOOK:
             codebook_size = reader.varint(f"{what} codebook size", min(entry_count, MAX_CODEBOOK_ENTRIES))
+            start = reader.pos
             read_codebook(reader, codebook_size, dtype, f"{what} codebook")
+            stats.codebook_bytes = reader.pos - start
             stats.codebook_entries = codebook_size
             stats.distinct = codebook_size - (1 if filler_count else 0)
+            start = reader.pos
             stats.weight_stream_bits = _skip_stream(reader, codebook_size, f"{what} weight stream")
+            stats.weight_bytes = reader.pos - start
         else:
+            values = reader.array(entry_count, dtype, f"{what} values")
             stats.weight_stream_bits = 8 * dtype.itemsize * entry_count
-            stats.note = "raw values: codebook would not pay off"
+            stats.weight_bytes = values.nbytes
+            patterns = bit_patterns(values)
+            stats.distinct = int(np.unique(patterns[patterns != 0]).size)
+            stats.note = (
+                f"raw values: {stats.distinct:,} distinct values, more than a codebook may hold"
+                if stats.distinct >= MAX_CODEBOOK_ENTRIES
+                else "raw values: a codebook would not pay off"
+            )
         return stats
 
 
