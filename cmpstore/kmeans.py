@@ -33,6 +33,8 @@ _PARALLEL_ABOVE = 1 << 20
 
 INITIALIZATIONS = ("linear", "random", "density", "optimal")
 EMPTY_CLUSTER_POLICIES = ("drop", "relocate")
+#: optimal() keeps k x n int64 back pointers; above this it would need over 2 GiB.
+MAX_OPTIMAL_POINTERS = 1 << 28
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kmeans, netproto
+from .errors import UsageError
 from .model import Model, Payload
 from .progress import silent
 from .prune import prune
@@ -100,6 +101,13 @@ def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
         return weights, outcome
     kept = weights[mask]
     if init == "optimal":
+        pointers = kept.size * min(cluster_count, kept.size)
+        if pointers > kmeans.MAX_OPTIMAL_POINTERS:
+            raise UsageError(
+                f"exact k-means here needs {pointers:,} back pointers ({8 * pointers / 2**30:.1f} GiB); "
+                "use --init linear or density for this layer",
+                where=layer.label,
+            )
         clustering = kmeans.optimal(kept, cluster_count)
     else:
         clustering = kmeans.lloyd(kept, kmeans.initial_centroids(kept, cluster_count, init, seed), empty=empty)

@@ -123,3 +123,13 @@ def test_parallel_sorted_runs_give_the_same_result(size, clusters, seed, empty):
     np.testing.assert_array_equal(split.labels, single.labels)
     np.testing.assert_allclose(split.centroids, single.centroids, rtol=1e-12, atol=1e-12)
     assert split.iterations == single.iterations
+
+
+def test_exact_kmeans_refuses_layers_too_large_for_memory(monkeypatch):
+    from cmpstore.errors import UsageError
+    from cmpstore.synthetic import LayerSpec, build_model
+
+    monkeypatch.setattr(kmeans, "MAX_OPTIMAL_POINTERS", 1000)
+    model = build_model((LayerSpec("fc", "InnerProduct", (10, 500)),), seed=1)
+    with pytest.raises(UsageError, match="layer 'fc': exact k-means here needs .* use --init linear"):
+        compress_weights(model, {}, {"fc": 8}, init="optimal")
