@@ -239,7 +239,7 @@ def _verify(args) -> int:
 def _import_han(args) -> int:
     from .han import import_han
 
-    _check_output(args.output, args.force)
+    _check_output(args.output, args.force, args.net)
     with reading(args.net, ModelError):
         model = import_han(args.net, args.prototxt)
     if args.output.endswith(FILE_EXTENSION):
@@ -366,7 +366,7 @@ def _quantize(args) -> int:
 
 
 def _write_transformed(args) -> int:
-    _check_output(args.output, args.force)
+    _check_output(args.output, args.force, args.model)
     model = _transform(args)
     api.save_model(model, args.output, format=_format_for(args.output))
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
@@ -374,7 +374,7 @@ def _write_transformed(args) -> int:
 
 
 def _compress(args) -> int:
-    _check_output(args.output, args.force)
+    _check_output(args.output, args.force, args.model)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
     model = _transform(args)
     encoded = api.encode(model, args.output, index_bits=index_bits)

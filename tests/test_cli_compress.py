@@ -86,3 +86,14 @@ def test_bad_settings(tmp_path):
         code, _, err = run_cli("prune", tmp_path / "m.caffemodel", *args, "-o", tmp_path / "out.caffemodel")
         assert code == 2 and message in err, err
         assert not (tmp_path / "out.caffemodel").exists()
+
+
+def test_never_overwrites_the_input_even_with_force(tmp_path):
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(lenet_like_bytes())
+    for command, option in (("prune", "--ratios"), ("quantize", "--clusters")):
+        code, _, err = run_cli(
+            command, model, option, "fc1=0.5" if option == "--ratios" else "fc1=4", "-o", model, "--force"
+        )
+        assert code == 2 and "refusing to overwrite the input" in err
+    assert model.read_bytes() == lenet_like_bytes()
