@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import container, netproto
-from .codecs import BlobCodec, BlobStats, RawCodec, ShuffledDeflateCodec, SparseCodec, codec_for_id
+from .codecs import BlobCodec, BlobStats, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec, codec_for_id
 from .codecs.deflate import inflate_bound
 from .errors import FormatError, ModelError
 from .model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, Payload, SourceFormat
@@ -50,7 +50,14 @@ class EncodedBlob:
     section_bytes: int
 
 
-def encode_model(model: Model, index_bits: IndexBitsPolicy | None = None, progress=silent) -> bytes:
+#: The sparse codecs each ``--coder`` tries; with "ans" a blob keeps Huffman where the
+#: rANS model table would cost more than its gain (small blobs).
+SPARSE_CODERS = {"huffman": (SparseCodec,), "ans": (SparseCodec, SparseAnsCodec)}
+
+
+def encode_model(
+    model: Model, index_bits: IndexBitsPolicy | None = None, progress=silent, coder: str = "huffman"
+) -> bytes:
     """Encode a model into the bytes of a ``.cmps`` file.
 
     Every blob is coded with each codec and the smallest payload is kept, so
@@ -62,7 +69,7 @@ def encode_model(model: Model, index_bits: IndexBitsPolicy | None = None, progre
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = layers[(payload.address.layer_field, payload.address.layer_index)]
         fixed_bits = index_bits(layer) if index_bits and payload.address.blob_index == 0 and layer.kind else None
-        body = _blob_payload(payload, fixed_bits)
+        body = _blob_payload(payload, fixed_bits, SPARSE_CODERS[coder])
         sections.append(container.section_bytes(container.BLOB, body))
         label = f"{layer.name} blob {payload.address.blob_index}"
         progress(label, f"{payload.values.size:,} values -> {len(body):,} B")
@@ -75,10 +82,13 @@ def _net_payload(model: Model) -> bytes:
     )
 
 
-def _blob_payload(payload: Payload, fixed_bits: int | None) -> bytes:
+def _blob_payload(payload: Payload, fixed_bits: int | None, sparse_codecs: tuple[type[SparseCodec], ...]) -> bytes:
     values = payload.values
-    codec: BlobCodec = SparseCodec(fixed_bits)
-    body = codec.encode(values)
+    codec: BlobCodec
+    codec, body = min(
+        ((sparse(fixed_bits), sparse(fixed_bits).encode(values)) for sparse in sparse_codecs),
+        key=lambda candidate: len(candidate[1]),
+    )
     if fixed_bits is None:
         # Deflate only pays on dense floats; skip it where the sparse coder already halved the blob.
         if len(body) > values.nbytes // 2:

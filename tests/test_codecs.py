@@ -4,11 +4,19 @@ from common import assert_codec_roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore.codecs import RawCodec, ShuffledDeflateCodec, SparseCodec, codec_for_id
+from cmpstore.codecs import RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec, codec_for_id
 from cmpstore.codecs.sparse import MAX_CODEBOOK_ENTRIES
 from cmpstore.errors import FormatError
 
-CODECS = [RawCodec(), ShuffledDeflateCodec(), SparseCodec(), SparseCodec(index_bits=1), SparseCodec(index_bits=5)]
+CODECS = [
+    RawCodec(),
+    ShuffledDeflateCodec(),
+    SparseCodec(),
+    SparseCodec(index_bits=1),
+    SparseCodec(index_bits=5),
+    SparseAnsCodec(),
+    SparseAnsCodec(index_bits=3),
+]
 DTYPES = [np.dtype("<f4"), np.dtype("<f8")]
 
 

@@ -12,9 +12,11 @@ from ..errors import FormatError
 from .base import BlobCodec, BlobStats
 from .deflate import ShuffledDeflateCodec
 from .raw import RawCodec
-from .sparse import SparseCodec
+from .sparse import SparseAnsCodec, SparseCodec
 
-CODECS: dict[int, type[BlobCodec]] = {codec.codec_id: codec for codec in (RawCodec, ShuffledDeflateCodec, SparseCodec)}
+CODECS: dict[int, type[BlobCodec]] = {
+    codec.codec_id: codec for codec in (RawCodec, ShuffledDeflateCodec, SparseCodec, SparseAnsCodec)
+}
 
 
 def codec_for_id(codec_id: int) -> BlobCodec:
@@ -25,4 +27,13 @@ def codec_for_id(codec_id: int) -> BlobCodec:
         raise FormatError(f"unknown blob codec id {codec_id}") from None
 
 
-__all__ = ["BlobCodec", "BlobStats", "CODECS", "RawCodec", "ShuffledDeflateCodec", "SparseCodec", "codec_for_id"]
+__all__ = [
+    "BlobCodec",
+    "BlobStats",
+    "CODECS",
+    "RawCodec",
+    "ShuffledDeflateCodec",
+    "SparseAnsCodec",
+    "SparseCodec",
+    "codec_for_id",
+]

@@ -59,6 +59,7 @@ def seeds() -> dict[str, bytes]:
         "zoo.cmps": api.encode(split_caffemodel(layer_net_bytes())),
         "legacy.cmps": api.encode(split_caffemodel(legacy_net_bytes(double=True))),
         "paper.cmps": api.encode(split_caffemodel(lenet_like_bytes()), index_bits={"conv": 8, "fc": 5}),
+        "ans.cmps": api.encode(split_caffemodel(lenet_like_bytes()), coder="ans"),
     }
     # Each seed twice: as is (first byte even) and for the checksum-repairing path (odd).
     return {f"{mark}-{name}": bytes([mark]) + data for name, data in files.items() for mark in (0, 1)}

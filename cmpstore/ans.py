@@ -1,0 +1,98 @@
+"""Range-ANS coding of integer symbol streams, an alternative to Huffman coding.
+
+Huffman spends a whole number of bits per symbol; rANS (Duda 2013) comes
+within a hair of the zero-order entropy, which matters for skewed streams
+such as relative indices.  The coder is constriction's ``AnsCoder`` (Rust),
+with a categorical model built from the symbol counts, so encoding and
+decoding run at native speed.
+
+Stream layout (varints are LEB128)::
+
+    varint U          symbols in use, 1 .. alphabet size
+    U varints         those symbols, ascending: each as (symbol - previous - 1)
+    U varints         how often each occurs (>= 1); they sum to the stream length
+    varint W          32-bit words of coded data (0 when U == 1)
+    W x uint32 LE     constriction's compressed words
+
+The model is rebuilt from the counts as ``counts / sum(counts)`` in float64,
+so encoder and decoder quantize the same probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FormatError
+from .varint import Reader, encode_varint
+
+
+def _coder():
+    import constriction
+
+    return constriction.stream.stack.AnsCoder, constriction.stream.model.Categorical
+
+
+def write_stream(symbols: np.ndarray) -> bytes:
+    """Code ``symbols`` (non-negative integers); return the stream's bytes."""
+    used, dense, counts = _dense(symbols)
+    out = bytearray(encode_varint(used.size))
+    previous = -1
+    for symbol in used.tolist():
+        out += encode_varint(symbol - previous - 1)
+        previous = symbol
+    for count in counts.tolist():
+        out += encode_varint(count)
+    if used.size < 2:
+        return bytes(out + encode_varint(0))
+    coder_class, categorical = _coder()
+    coder = coder_class()
+    coder.encode_reverse(dense, categorical(counts / counts.sum(), perfect=False))
+    words = coder.get_compressed().astype("<u4")
+    return bytes(out + encode_varint(words.size)) + words.tobytes()
+
+
+def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
+    """Read what :func:`write_stream` wrote; exactly ``count`` symbols below ``alphabet_size``."""
+    used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
+    if used_count == 0:
+        raise FormatError(f"{what}: a stream must use at least one symbol")
+    used = np.empty(used_count, dtype=np.int64)
+    symbol = -1
+    for index in range(used_count):
+        symbol += 1 + reader.varint(f"{what} symbol", alphabet_size)
+        if symbol >= alphabet_size:
+            raise FormatError(f"{what}: symbol {symbol} outside the alphabet of {alphabet_size}")
+        used[index] = symbol
+    counts = np.array([reader.varint(f"{what} symbol count", count) for _ in range(used_count)], dtype=np.int64)
+    if counts.min() < 1 or int(counts.sum()) != count:
+        raise FormatError(f"{what}: symbol counts do not add up to the {count} symbols of the stream")
+    word_count = reader.varint(f"{what} word count", reader.remaining // 4)
+    words = reader.array(word_count, np.dtype("<u4"), f"{what} words")
+    if used_count == 1:
+        if word_count:
+            raise FormatError(f"{what}: a one-symbol stream must have no coded words")
+        return np.full(count, used[0], dtype=np.int64)
+    coder_class, categorical = _coder()
+    decoder = coder_class(np.ascontiguousarray(words, dtype=np.uint32))
+    dense = np.asarray(decoder.decode(categorical(counts / counts.sum(), perfect=False), count))
+    if not decoder.is_empty():
+        raise FormatError(f"{what}: coded words left over after {count} symbols")
+    if not np.array_equal(np.bincount(dense, minlength=used_count), counts):
+        raise FormatError(f"{what}: the coded words do not match the declared symbol counts")
+    return used[dense]
+
+
+def skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
+    """Step over a stream without decoding it; return its coded size in bits."""
+    used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
+    for _ in range(2 * used_count):
+        reader.varint(what, max(alphabet_size, count))
+    word_count = reader.varint(f"{what} word count", reader.remaining // 4)
+    reader.array(word_count, np.dtype("<u4"), f"{what} words")
+    return 32 * word_count
+
+
+def _dense(symbols: np.ndarray):
+    """Symbols in use, each symbol's index among them (int32, for constriction), and counts."""
+    used, dense, counts = np.unique(symbols, return_inverse=True, return_counts=True)
+    return used, dense.astype(np.int32).reshape(-1), counts
