@@ -13,73 +13,24 @@ process, one thread).
 
 from __future__ import annotations
 
-import heapq
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-import numpy as np
+from common import SHARED_MODELS, best_time, paper_scheme_bytes
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cmpstore import api, encoding
 
-from cmpstore import api, encoding  # noqa: E402
-
-DEFAULT = ROOT.parent / "shared" / "models" / "lenet_pq_seed_schedule.caffemodel"
+DEFAULT = SHARED_MODELS / "lenet_pq_seed_schedule.caffemodel"
 GENERIC = [
     ("bzip2 -9", ["bzip2", "-9", "-c"]),
     ("xz -9e", ["xz", "-9e", "-c"]),
     ("zstd -22 --ultra --long", ["zstd", "-22", "--ultra", "--long", "-c", "-q"]),
     ("gzip -9", ["gzip", "-9", "-c"]),
 ]
-
-
-def huffman_bits(frequencies) -> float:
-    heap = [int(f) for f in frequencies if f]
-    if len(heap) < 2:
-        return 0
-    heapq.heapify(heap)
-    total = 0
-    while len(heap) > 1:
-        merged = heapq.heappop(heap) + heapq.heappop(heap)
-        total += merged
-        heapq.heappush(heap, merged)
-    return total
-
-
-def paper_scheme_bytes(model) -> float:
-    """The paper's storage cost, as the shared README defines it (fractional bytes per stream)."""
-    infos = {(i.layer_field, i.index): i for i in api.check_shapes(model)}
-    total = 0.0
-    for payload in model.payloads:
-        layer = infos[(payload.address.layer_field, payload.address.layer_index)]
-        if payload.address.blob_index != 0 or not layer.kind:
-            total += payload.values.nbytes
-            continue
-        span = 2 ** (8 if layer.kind == "conv" else 5) - 1
-        codebook_size = 256 if layer.kind == "conv" else 32
-        positions = np.flatnonzero(payload.values.view(np.uint32))
-        gaps = np.diff(positions, prepend=-1)
-        fillers = (gaps - 1) // span
-        index_symbols = np.concatenate([np.full(int(fillers.sum()), span), gaps - fillers * span])
-        _, value_indices = np.unique(payload.values[positions].view(np.uint32), return_inverse=True)
-        weight_symbols = np.concatenate([np.zeros(int(fillers.sum()), int), value_indices + 1])
-        total += (huffman_bits(np.bincount(index_symbols)) + huffman_bits(np.bincount(weight_symbols))) / 8
-        total += codebook_size * 4
-    return total
-
-
-def best_time(function, repeats=5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> int:
@@ -105,8 +56,8 @@ def main() -> int:
             api.decode(encoded_path, dense_path)
             os.remove(dense_path)
 
-        encode_time = best_time(encode_file)
-        decode_time = best_time(decode_file)
+        encode_time = best_time(encode_file, 5)
+        decode_time = best_time(decode_file, 5)
         api.decode(encoded_path, dense_path)
         identical = dense_path.read_bytes() == source.read_bytes()
 
