@@ -9,8 +9,6 @@ written by Caffe comes back byte for byte.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from . import wire
@@ -65,12 +63,6 @@ def split_caffemodel(buf: bytes, path: str = "<bytes>") -> Model:
     if not any(layer_counts.values()):
         raise ModelError("no layers found: not a binary caffemodel, or an empty net", path=path)
     return Model(b"".join(skeleton), payloads, SourceFormat.CAFFEMODEL)
-
-
-def read_caffemodel(path: str | os.PathLike) -> Model:
-    """Read a binary caffemodel file into a :class:`~cmpstore.model.Model`."""
-    with open(path, "rb") as stream:
-        return split_caffemodel(stream.read(), os.fspath(path))
 
 
 def join_caffemodel(model: Model) -> list:

@@ -34,11 +34,6 @@ def build_codebook(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return patterns.view(values.dtype), indices.reshape(-1)
 
 
-def count_distinct(values: np.ndarray) -> int:
-    """Number of distinct bit patterns among ``values``."""
-    return int(np.unique(bit_patterns(values)).size)
-
-
 def lookup(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Values for codebook indices (the inverse of :func:`build_codebook`)."""
     return codebook[indices]

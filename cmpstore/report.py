@@ -175,53 +175,13 @@ def format_table(report: Report) -> str:
                 f"{row.ratio:.1f}x",
             ]
         )
+    blank = [""] * (len(_COLUMNS) - 4)
     structure_ratio = report.structure_before / report.structure_after
     rows.append(
-        [
-            "(net and container)",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            number(report.structure_before),
-            number(report.structure_after),
-            f"{structure_ratio:.1f}x",
-        ]
+        ["(net and container)", *blank, *_sizes(report.structure_before, report.structure_after, structure_ratio)]
     )
-    rows.append(
-        [
-            "total",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            number(report.total_before),
-            number(report.total_after),
-            f"{report.ratio:.1f}x",
-        ]
-    )
-    widths = [max(len(name), *(len(r[i]) for r in rows)) for i, (name, _) in enumerate(_COLUMNS)]
-    lines = []
-    for cells in [[name for name, _ in _COLUMNS]] + rows:
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if align == "<" else cell.rjust(width)
-                for cell, width, (_, align) in zip(cells, widths, _COLUMNS, strict=True)
-            ).rstrip()
-        )
-    lines.insert(1, "-" * len(lines[0]))
+    rows.append(["total", *blank, *_sizes(report.total_before, report.total_after, report.ratio)])
+    lines = _aligned([name for name, _ in _COLUMNS], rows, {i for i, (_, align) in enumerate(_COLUMNS) if align == "<"})
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     for row in report.layers:
         for note in row.notes:
@@ -247,12 +207,23 @@ def format_outcomes(outcomes) -> str:
         ]
         for o in outcomes
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = _aligned(header, rows, {0, 1, 7})
+    return "\n".join(lines)
+
+
+def _sizes(before: int, after: int, ratio: float) -> list[str]:
+    return [f"{before:,}", f"{after:,}", f"{ratio:.1f}x"]
+
+
+def _aligned(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
+    """Columns padded to their widest cell (``left`` ones left-aligned), a rule under the header."""
+    widths = [max(len(title), *(len(row[i]) for row in rows)) for i, title in enumerate(header)]
     lines = [
         "  ".join(
-            c.ljust(w) if i < 2 or i == 7 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            cell.ljust(width) if i in left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
-        for r in [header] + rows
+        for cells in [header, *rows]
     ]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return lines
