@@ -56,7 +56,7 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np
     used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
     if used_count == 0:
         raise FormatError(f"{what}: a stream must use at least one symbol")
-    used = np.empty(used_count, dtype=np.int64)
+    used = np.empty(used_count, dtype=np.int32)
     symbol = -1
     for index in range(used_count):
         symbol += 1 + reader.varint(f"{what} symbol", alphabet_size)
@@ -71,7 +71,7 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np
     if used_count == 1:
         if word_count:
             raise FormatError(f"{what}: a one-symbol stream must have no coded words")
-        return np.full(count, used[0], dtype=np.int64)
+        return np.full(count, used[0], dtype=np.int32)
     coder_class, categorical = _coder()
     decoder = coder_class(np.ascontiguousarray(words, dtype=np.uint32))
     dense = np.asarray(decoder.decode(categorical(counts / counts.sum(), perfect=False), count))

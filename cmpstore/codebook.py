@@ -29,9 +29,15 @@ def bit_patterns(values: np.ndarray) -> np.ndarray:
 
 
 def build_codebook(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(codebook, indices)`` with ``codebook[indices]`` bit-identical to ``values``."""
-    patterns, indices = np.unique(bit_patterns(values), return_inverse=True)
-    return patterns.view(values.dtype), indices.reshape(-1)
+    """Return ``(codebook, indices)`` with ``codebook[indices]`` bit-identical to ``values``.
+
+    Indices are uint16 when the codebook has at most 65,536 entries, else int32.
+    """
+    patterns = bit_patterns(values)
+    codebook = np.unique(patterns)
+    # searchsorted instead of unique's inverse: no argsort of every value, a fraction of the memory.
+    indices = np.searchsorted(codebook, patterns).astype(np.uint16 if codebook.size <= 1 << 16 else np.int32)
+    return codebook.view(values.dtype), indices
 
 
 def lookup(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -246,12 +246,12 @@ class CanonicalCode:
         if self.is_single_symbol:
             if len(bits):
                 raise FormatError(f"{what}: a one-symbol stream must have no bits, found {len(bits)}")
-            return np.full(count, self.symbols[0], dtype=np.int64)
+            return np.full(count, self.symbols[0], dtype=np.int32)
         if len(bits) < count:  # every code is at least one bit long
             raise FormatError(f"{what}: {len(bits)} bits cannot hold {count} symbols")
         try:
             symbols = np.fromiter(
-                canonical_decode(bits, list(self.count), list(self.symbols)), dtype=np.int64, count=count
+                canonical_decode(bits, list(self.count), list(self.symbols)), dtype=np.int32, count=count
             )
         except ValueError as exc:
             raise FormatError(f"{what}: the bit stream does not decode ({exc})") from None

@@ -31,9 +31,12 @@ def max_gap(index_bits: int) -> int:
 
 
 def nonzero_gaps(positions: np.ndarray) -> np.ndarray:
-    """Gap of each nonzero to the previous one (positions ascending, first gap = position + 1)."""
-    gaps = np.diff(positions.astype(np.int64), prepend=-1)
-    return gaps
+    """Gap of each nonzero to the previous one (positions ascending, first gap = position + 1).
+
+    int32, like the positions: a blob has at most 2**29 values, and the
+    encoder's peak memory is a few of these arrays.
+    """
+    return np.diff(positions.astype(np.int32, copy=False), prepend=np.int32(-1))
 
 
 def filler_counts(gaps: np.ndarray, index_bits: int) -> np.ndarray:
@@ -57,7 +60,7 @@ def gaps_with_fillers(positions: np.ndarray, index_bits: int) -> tuple[np.ndarra
 
     Returns
     -------
-    gaps : ndarray of int64
+    gaps : ndarray of uint16
         One gap per stored entry (nonzeros and fillers, in position order).
     filler_entries : ndarray of int64
         Which entries are fillers.
@@ -66,9 +69,9 @@ def gaps_with_fillers(positions: np.ndarray, index_bits: int) -> tuple[np.ndarra
     gaps = nonzero_gaps(positions)
     fillers = filler_counts(gaps, index_bits)
     # Entry number of each nonzero once the fillers before it are inserted.
-    nonzero_entries = np.arange(gaps.size) + np.cumsum(fillers)
+    nonzero_entries = np.arange(gaps.size, dtype=np.int32) + np.cumsum(fillers, dtype=np.int32)
     entry_count = gaps.size + int(fillers.sum())
-    stored = np.full(entry_count, longest, dtype=np.int64)
+    stored = np.full(entry_count, longest, dtype=np.uint16)  # gaps fit: index_bits <= 16
     stored[nonzero_entries] = gaps - fillers * longest
     is_filler = np.ones(entry_count, dtype=bool)
     is_filler[nonzero_entries] = False

@@ -80,7 +80,7 @@ class SparseCodec(BlobCodec):
         self.index_bits = index_bits
 
     def encode(self, values: np.ndarray) -> bytes:
-        positions = np.flatnonzero(bit_patterns(values))
+        positions = np.flatnonzero(bit_patterns(values)).astype(np.int32)
         if positions.size == 0:
             return _header(self.index_bits or MIN_INDEX_BITS, 0, 0, CODEBOOK)
         codebook, value_indices = build_codebook(values[positions])
@@ -93,11 +93,11 @@ class SparseCodec(BlobCodec):
         is_value = np.ones(entry_count, dtype=bool)
         is_value[filler_entries] = False
         if plan.value_coding == CODEBOOK:
+            symbols = np.zeros(entry_count, dtype=np.int32 if codebook.size >= 1 << 16 else np.uint16)
+            symbols[is_value] = value_indices
             if filler_entries.size:
                 codebook = np.concatenate([np.zeros(1, codebook.dtype), codebook])
-                value_indices = value_indices + 1
-            symbols = np.zeros(entry_count, dtype=np.int64)
-            symbols[is_value] = value_indices
+                symbols[is_value] += 1
             out += [encode_varint(codebook.size), codebook_bytes(codebook)]
             out.append(self._write_stream(plan.weight_code, symbols))
         else:
