@@ -15,7 +15,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cmpstore import api  # noqa: E402
+from cmpstore import api, netproto  # noqa: E402
 
 SHARED_MODELS = ROOT.parent / "shared" / "models"
 
@@ -66,7 +66,7 @@ def huffman_bits(frequencies) -> float:
 def paper_scheme_bytes(model) -> float:
     """The paper's storage cost: fixed 8-bit (conv) / 5-bit (fc) relative indices with fillers,
     full 256/32-entry float32 codebooks, Huffman on both streams, everything else raw float32."""
-    infos = {(i.layer_field, i.index): i for i in api.check_shapes(model)}
+    infos = netproto.layers_by_address(api.check_shapes(model))
     total = 0.0
     for payload in model.payloads:
         layer = infos[(payload.address.layer_field, payload.address.layer_index)]

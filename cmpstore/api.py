@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from . import caffemodel, container, encoding, hdf5, netproto, selectors
-from .atomic import atomic_output, write_chunks
+from .atomic import atomic_output, refuse_overwriting_input, write_chunks
 from .codecs import codec_for_id
 from .errors import FormatError, ModelError, UsageError, reading
 from .model import PAYLOAD_DTYPE, BlobAddress, Model
@@ -67,7 +67,7 @@ def check_shapes(model: Model, path: str | None = None) -> list[LayerInfo]:
     """Check that every payload's length matches its blob's shape; return the layers."""
     net = netproto.parse_skeleton(model.skeleton, path)
     infos = netproto.layer_infos(net)
-    by_address = {(info.layer_field, info.index): info for info in infos}
+    by_address = netproto.layers_by_address(infos)
     for payload in model.payloads:
         address = payload.address
         layer = by_address[(address.layer_field, address.layer_index)]
@@ -139,7 +139,7 @@ def encode(
         raise UsageError(f"unknown coder {coder!r}; use huffman or ans")
     encoded = encoding.encode_model(model, policy, progress, coder)
     if output is not None:
-        _refuse_overwriting_input(output, path)
+        refuse_overwriting_input(output, path)
         write_chunks(output, [encoded])
     return encoded
 
@@ -188,7 +188,7 @@ def decode(
         netproto.to_deploy(net)
         model = Model(netproto.serialize(net), model.payloads, model.source_format)
     if output is not None:
-        _refuse_overwriting_input(output, path)
+        refuse_overwriting_input(output, path)
         save_model(model, output, format=format)
     return model
 
@@ -382,11 +382,6 @@ def _index_bits_policy(index_bits: Mapping[str, int], model: Model, path: str | 
         if not MIN_INDEX_BITS <= bits <= MAX_INDEX_BITS:
             raise UsageError(f"--index-bits {key}={bits}: must be in {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
     return lambda layer: selectors.setting_for(index_bits, layer)
-
-
-def _refuse_overwriting_input(output, source_path: str | None) -> None:
-    if source_path and os.path.exists(output) and os.path.samefile(output, source_path):
-        raise UsageError("refusing to overwrite the input file", path=os.fspath(output))
 
 
 def _open_head(path: str) -> bytes:

@@ -47,6 +47,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
+def refuse_overwriting_input(output, source) -> None:
+    """Raise UsageError if ``output`` is the file ``source`` (whatever the paths say)."""
+    if source and os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source):
+        raise UsageError("refusing to overwrite the input file", path=os.fspath(output))
+
+
 def write_chunks(path: str | os.PathLike, chunks) -> None:
     """Atomically write a sequence of bytes-like chunks (bytes or numpy arrays)."""
     try:

@@ -13,6 +13,7 @@ import os
 import sys
 
 from . import __version__, api, caffemodel, kmeans, netproto, selectors, transform
+from .atomic import refuse_overwriting_input
 from .codecs.sparse import MAX_CODEBOOK_ENTRIES
 from .container import FILE_EXTENSION
 from .errors import CmpstoreError, ModelError, UsageError, reading
@@ -401,8 +402,7 @@ def _format_for(output: str) -> str:
 def _check_output(output: str, force: bool, source: str | None = None) -> None:
     if output == "-":
         return
-    if source and os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source):
-        raise UsageError("refusing to overwrite the input file", path=output)
+    refuse_overwriting_input(output, source)
     if os.path.exists(output) and not force:
         raise UsageError("output exists; use --force to overwrite it", path=output)
 

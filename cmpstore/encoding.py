@@ -64,7 +64,7 @@ def encode_model(
     no blob ever grows beyond its raw size plus a few bytes of framing.
     """
     net = netproto.parse_skeleton(model.skeleton)
-    layers = _layers_by_address(net)
+    layers = netproto.layers_by_address(netproto.layer_infos(net))
     sections = [container.section_bytes(container.NET, _net_payload(model))]
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = layers[(payload.address.layer_field, payload.address.layer_index)]
@@ -135,7 +135,7 @@ def read_container(buf) -> DecodedSections:
         net = netproto.parse_skeleton(skeleton)
     except ModelError as exc:
         raise FormatError(f"{net_section.label(0)}: {exc.problem}") from None
-    layers = _layers_by_address(net)
+    layers = netproto.layers_by_address(netproto.layer_infos(net))
     blobs = []
     previous = None
     for number, section in enumerate(sections[1:], start=1):
@@ -215,7 +215,3 @@ def _read_net(payload, label: str) -> tuple[int, bytes]:
     if len(skeleton) != size or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
         raise FormatError(f"{label}: skeleton stream does not hold exactly {size} bytes")
     return source_format, skeleton
-
-
-def _layers_by_address(net) -> dict[tuple[int, int], LayerInfo]:
-    return {(info.layer_field, info.index): info for info in netproto.layer_infos(net)}

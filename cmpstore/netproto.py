@@ -99,6 +99,11 @@ def layer_infos(net: NetParameter) -> list[LayerInfo]:
     return infos
 
 
+def layers_by_address(infos: list[LayerInfo]) -> dict[tuple[int, int], LayerInfo]:
+    """Layers keyed by (layer field, index), the first half of a BlobAddress."""
+    return {(info.layer_field, info.index): info for info in infos}
+
+
 def to_deploy(net: NetParameter) -> list[str]:
     """Turn Cmp layers into stock ones and drop the fork's fields; return the changed layers' names."""
     changed = []

@@ -76,7 +76,7 @@ def compress_weights(
     layers = netproto.layer_infos(netproto.parse_skeleton(model.skeleton))
     check_names(ratios, layers, "--ratios")
     check_names(clusters, layers, "--clusters")
-    by_address = {(layer.layer_field, layer.index): layer for layer in layers}
+    by_address = netproto.layers_by_address(layers)
     payloads = []
     outcomes = []
     for payload in model.payloads:
