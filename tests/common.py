@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,10 +53,51 @@ ROOT_ENV = dict(
 
 def run_cli(*args: str, cwd=None):
     """Run ``python -m cmpstore`` in a subprocess; return (exit code, stdout, stderr)."""
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-m", "cmpstore", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ROOT_ENV
     )
     return done.returncode, done.stdout, done.stderr
+
+
+CAFFE_DIR = pathlib.Path(__file__).resolve().parent / "caffe"
+
+
+@functools.lru_cache(maxsize=1)
+def _find_pycaffe() -> tuple[dict | None, str]:
+    """An environment whose python imports caffe, and if none, why not."""
+    # Where tools/install_pycaffe.sh builds by default; PYTHONPATH wins when it already has caffe.
+    cache = os.environ.get("CMPSTORE_CAFFE_HOME", os.path.expanduser("~/.cache/cmpstore/caffe"))
+    candidates = [ROOT_ENV["PYTHONPATH"]]
+    candidates += [str(path) + os.pathsep + ROOT_ENV["PYTHONPATH"] for path in pathlib.Path(cache).glob("*/python")]
+    failures = []
+    for pythonpath in candidates:
+        env = dict(ROOT_ENV, PYTHONPATH=pythonpath, GLOG_minloglevel="2")
+        probe = subprocess.run([sys.executable, "-c", "import caffe"], env=env, capture_output=True, text=True)
+        if probe.returncode == 0:
+            return env, ""
+        failures.append(probe.stderr.strip().splitlines()[-1:] or ["(no message)"])
+    return None, f"no importable pycaffe on PYTHONPATH or under {cache} ({failures[-1][0]})"
+
+
+def pycaffe_env() -> dict:
+    """The environment for a subprocess that uses pycaffe; skips without one, fails in CI.
+
+    CI sets CMPSTORE_REQUIRE_CAFFE=1 after building Caffe, so there these tests never skip.
+    """
+    env, why = _find_pycaffe()
+    if env is None:
+        message = f"{why}; build it with tools/install_pycaffe.sh"
+        if os.environ.get("CMPSTORE_REQUIRE_CAFFE") == "1":
+            pytest.fail(message + " (CMPSTORE_REQUIRE_CAFFE=1: Caffe tests must run here)")
+        pytest.skip(message)
+    return env
+
+
+def run_caffe(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run tests/caffe/worker.py in a subprocess (a failed Caffe CHECK aborts the process)."""
+    result = subprocess.run(
+        [sys.executable, str(CAFFE_DIR / "worker.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"caffe worker {args[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
