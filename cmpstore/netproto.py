@@ -18,6 +18,8 @@ from .errors import ModelError
 from .model import LAYER_FIELD, LEGACY_LAYER_FIELD
 
 NetParameter = caffe_pb2.NetParameter
+SolverParameter = caffe_pb2.SolverParameter
+Phase = caffe_pb2.Phase
 
 #: Layer types whose first blob is a weight matrix that pruning and quantization target.
 CONV_TYPES = frozenset({"Convolution", "Deconvolution", "CmpConvolution"})
@@ -127,6 +129,10 @@ def to_deploy(net: NetParameter) -> list[str]:
 
 def read_prototxt(path: str | os.PathLike) -> NetParameter:
     """Read a text-format NetParameter (a ``.prototxt`` net definition)."""
+    return _read_text(path, NetParameter(), "net prototxt")
+
+
+def _read_text(path, target, what):
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as stream:
@@ -135,12 +141,21 @@ def read_prototxt(path: str | os.PathLike) -> NetParameter:
         raise ModelError("no such file", path=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read as a text prototxt ({exc})", path=path) from None
-    net = NetParameter()
     try:
-        text_format.Parse(text, net)
+        text_format.Parse(text, target)
     except text_format.ParseError as exc:
-        raise ModelError(f"not a valid net prototxt ({exc})", path=path) from None
-    return net
+        raise ModelError(f"not a valid {what} ({exc})", path=path) from None
+    return target
+
+
+def read_solver_prototxt(path: str | os.PathLike) -> caffe_pb2.SolverParameter:
+    """Read a text-format SolverParameter (a ``solver.prototxt``)."""
+    return _read_text(path, caffe_pb2.SolverParameter(), "solver prototxt")
+
+
+def to_text(proto: message.Message) -> str:
+    """A message in protobuf text format, as Caffe reads prototxt."""
+    return text_format.MessageToString(proto)
 
 
 def weights_only_skeleton(layers: list[tuple[str, list]]) -> bytes:

@@ -1,0 +1,213 @@
+"""The Deep Compression schedule: which layers to prune and share, in which stages.
+
+A schedule names, per layer, its ``sparse_ratio`` and ``class_num`` (the
+fields of the fork's Cmp layers), then a list of stages, each a finetuning
+run of some iterations.  A pruning stage prunes the layers it lists on top of
+those pruned before it; a quantization stage weight-shares the layers it
+lists, keeping every pruning mask.  As JSON::
+
+    {
+      "layers": {"conv1": {"sparse_ratio": 0.33, "class_num": 256}, ...},
+      "stages": [{"prune": ["conv1"], "iterations": 500}, ...,
+                 {"quantize": ["conv1", "conv2"], "iterations": 500}],
+      "solver": {"base_lr": 0.001, "lr_policy": "inv", ...}
+    }
+
+``solver`` is optional; its fields override the solver prototxt's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..prune import pruned_count
+
+SOLVER_FIELDS = frozenset(
+    {"base_lr", "momentum", "weight_decay", "lr_policy", "gamma", "power", "stepsize", "display", "type", "random_seed"}
+)
+
+
+@dataclass(frozen=True)
+class LayerSetting:
+    sparse_ratio: float
+    class_num: int | None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One finetuning run: ``kind`` is ``"prune"`` or ``"quantize"``."""
+
+    kind: str
+    layers: tuple[str, ...]
+    iterations: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{'+'.join(self.layers)}" if self.kind == "prune" else "quantize"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    layers: dict[str, LayerSetting]
+    stages: tuple[Stage, ...]
+    solver: dict[str, object] = field(default_factory=dict)
+
+    def pruned_after(self, stage_index: int) -> dict[str, float]:
+        """``sparse_ratio`` of every layer pruned once stage ``stage_index`` has run."""
+        names = [n for stage in self.stages[: stage_index + 1] if stage.kind == "prune" for n in stage.layers]
+        return {name: self.layers[name].sparse_ratio for name in names}
+
+    def quantized_after(self, stage_index: int) -> dict[str, int]:
+        """``class_num`` of every layer weight-shared once stage ``stage_index`` has run."""
+        names = [n for stage in self.stages[: stage_index + 1] if stage.kind == "quantize" for n in stage.layers]
+        return {name: self.layers[name].class_num for name in names}
+
+    def with_iterations(self, iterations: list[int]) -> Schedule:
+        """The same schedule with each stage's iteration count replaced."""
+        if len(iterations) != len(self.stages):
+            raise UsageError(f"--iterations gives {len(iterations)} counts for {len(self.stages)} stages")
+        stages = tuple(Stage(s.kind, s.layers, n) for s, n in zip(self.stages, iterations, strict=True))
+        return _validated(Schedule(self.layers, stages, self.solver))
+
+    def fingerprint(self) -> str:
+        """A digest of the schedule, so a resumed run can tell it is the same one."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return {
+            "layers": {
+                name: {"sparse_ratio": s.sparse_ratio, "class_num": s.class_num} for name, s in self.layers.items()
+            },
+            "stages": [{s.kind: list(s.layers), "iterations": s.iterations} for s in self.stages],
+            "solver": self.solver,
+        }
+
+
+def load_schedule(path: str | os.PathLike) -> Schedule:
+    """Read a schedule from a JSON file, with every field checked."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            document = json.load(stream)
+    except FileNotFoundError:
+        raise UsageError("no such schedule file", path=path) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"not a JSON schedule ({exc})", path=path) from None
+    try:
+        return schedule_from_json(document)
+    except UsageError as exc:
+        raise exc.located(path=path) from None
+
+
+def schedule_from_json(document: object) -> Schedule:
+    """Build a schedule from its parsed JSON form (see the module docstring)."""
+    if not isinstance(document, dict):
+        raise UsageError("a schedule is a JSON object with 'layers' and 'stages'")
+    unknown = set(document) - {"layers", "stages", "solver", "description"}
+    if unknown:
+        raise UsageError(f"unknown schedule keys: {', '.join(sorted(unknown))}")
+    layers_json = document.get("layers")
+    if not isinstance(layers_json, dict) or not layers_json:
+        raise UsageError("'layers' must map layer names to {sparse_ratio, class_num}")
+    layers = {name: _layer_setting(name, value) for name, value in layers_json.items()}
+    stages_json = document.get("stages")
+    if not isinstance(stages_json, list) or not stages_json:
+        raise UsageError("'stages' must be a non-empty list")
+    stages = tuple(_stage(index, value) for index, value in enumerate(stages_json))
+    solver = document.get("solver", {})
+    if not isinstance(solver, dict) or set(solver) - SOLVER_FIELDS:
+        raise UsageError(f"'solver' may set only: {', '.join(sorted(SOLVER_FIELDS))}")
+    return _validated(Schedule(layers, stages, dict(solver)))
+
+
+def layer_wise_schedule(settings: dict[str, LayerSetting], iterations: list[int]) -> Schedule:
+    """One pruning stage per layer in the given order, then one quantization stage of them all.
+
+    This is the fork's LeNet recipe; ``iterations`` has one count per stage.
+    """
+    names = list(settings)
+    if len(iterations) != len(names) + 1:
+        raise UsageError(f"--iterations needs {len(names) + 1} counts: one per pruned layer, then quantization")
+    stages = [Stage("prune", (name,), n) for name, n in zip(names, iterations, strict=False)]
+    quantized = tuple(name for name in names if settings[name].class_num)
+    stages.append(Stage("quantize", quantized, iterations[-1]))
+    return _validated(Schedule(dict(settings), tuple(stages)))
+
+
+def parse_layer_flag(text: str) -> tuple[str, LayerSetting]:
+    """``NAME:SPARSE_RATIO:CLASS_NUM`` (class_num may be empty or 0 for prune-only)."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"--layer {text!r}: expected NAME:SPARSE_RATIO:CLASS_NUM, e.g. fc1:0.9:32")
+    name, ratio, clusters = parts
+    try:
+        setting = LayerSetting(float(ratio), int(clusters) if clusters not in ("", "0") else None)
+    except ValueError:
+        raise UsageError(f"--layer {text!r}: ratio must be a number and class_num an integer") from None
+    return name, _checked_setting(name, setting)
+
+
+def _layer_setting(name, value) -> LayerSetting:
+    if not isinstance(value, dict) or set(value) - {"sparse_ratio", "class_num"}:
+        raise UsageError(f'layer {name!r}: expected {{"sparse_ratio": R, "class_num": K}}')
+    ratio = value.get("sparse_ratio", 0.0)
+    clusters = value.get("class_num")
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
+        raise UsageError(f"layer {name!r}: sparse_ratio must be a number")
+    if clusters is not None and (not isinstance(clusters, int) or isinstance(clusters, bool)):
+        raise UsageError(f"layer {name!r}: class_num must be an integer")
+    return _checked_setting(name, LayerSetting(float(ratio), clusters))
+
+
+def _checked_setting(name: str, setting: LayerSetting) -> LayerSetting:
+    try:
+        pruned_count(1, setting.sparse_ratio)
+    except ValueError as exc:
+        raise UsageError(f"layer {name!r}: {exc}") from None
+    if setting.class_num is not None and not 1 <= setting.class_num <= 65536:
+        raise UsageError(f"layer {name!r}: class_num must be in 1..65536, got {setting.class_num}")
+    return setting
+
+
+def _stage(index: int, value) -> Stage:
+    where = f"stage {index + 1}"
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: expected an object")
+    kinds = [kind for kind in ("prune", "quantize") if kind in value]
+    if len(kinds) != 1 or set(value) - {kinds[0], "iterations"}:
+        raise UsageError(f'{where}: expected {{"prune": [...]}} or {{"quantize": [...]}}, and "iterations"')
+    layers = value[kinds[0]]
+    iterations = value.get("iterations")
+    if not isinstance(layers, list) or not layers or not all(isinstance(n, str) for n in layers):
+        raise UsageError(f"{where}: '{kinds[0]}' must be a non-empty list of layer names")
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
+        raise UsageError(f"{where}: 'iterations' must be a non-negative integer")
+    return Stage(kinds[0], tuple(layers), iterations)
+
+
+def _validated(schedule: Schedule) -> Schedule:
+    pruned: set[str] = set()
+    quantized: set[str] = set()
+    for index, stage in enumerate(schedule.stages):
+        where = f"stage {index + 1} ({stage.name})"
+        for name in stage.layers:
+            if name not in schedule.layers:
+                raise UsageError(f"{where}: layer {name!r} has no entry in 'layers'")
+            if stage.kind == "prune":
+                if name in pruned:
+                    raise UsageError(f"{where}: layer {name!r} is already pruned by an earlier stage")
+                if name in quantized:
+                    raise UsageError(f"{where}: layer {name!r} is pruned after it was quantized")
+                pruned.add(name)
+            else:
+                if schedule.layers[name].class_num is None:
+                    raise UsageError(f"{where}: layer {name!r} has no class_num to quantize with")
+                if name in quantized:
+                    raise UsageError(f"{where}: layer {name!r} is already quantized by an earlier stage")
+                quantized.add(name)
+    return schedule

@@ -1,0 +1,228 @@
+"""The finetuning driver's parts that need no Caffe: schedules, stage files, data, constraints."""
+
+import gzip
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from common import ROOT_ENV
+
+from cmpstore import netproto
+from cmpstore.errors import UsageError
+from cmpstore.finetune import data, schedule, stagefiles
+from cmpstore.finetune.constraints import constrain, structure
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LENET = ROOT / "tools" / "examples" / "lenet"
+SEED_SCHEDULE = LENET / "seed_schedule.json"
+
+
+def test_seed_schedule_is_the_forks():
+    seed = schedule.load_schedule(SEED_SCHEDULE)
+    assert [s.name for s in seed.stages] == ["prune-conv1", "prune-conv2", "prune-fc1", "prune-fc2", "quantize"]
+    assert [s.iterations for s in seed.stages] == [500, 1000, 10500, 11000, 500]
+    assert seed.pruned_after(1) == {"conv1": 0.33, "conv2": 0.8}
+    assert seed.quantized_after(3) == {}
+    assert seed.quantized_after(4) == {"conv1": 256, "conv2": 256, "fc1": 32, "fc2": 32}
+    assert seed.solver["lr_policy"] == "inv"
+
+
+def test_flags_build_the_same_schedule_as_the_json():
+    settings = dict(
+        schedule.parse_layer_flag(t) for t in ["conv1:0.33:256", "conv2:0.8:256", "fc1:0.9:32", "fc2:0.8:32"]
+    )
+    flags = schedule.layer_wise_schedule(settings, [500, 1000, 10500, 11000, 500])
+    seed = schedule.load_schedule(SEED_SCHEDULE)
+    assert flags.stages == seed.stages
+    assert flags.layers == seed.layers
+
+
+def test_fingerprint_changes_with_iterations():
+    seed = schedule.load_schedule(SEED_SCHEDULE)
+    assert seed.fingerprint() == schedule.load_schedule(SEED_SCHEDULE).fingerprint()
+    assert seed.with_iterations([1, 2, 3, 4, 5]).fingerprint() != seed.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ([], "JSON object"),
+        ({"layers": {}, "stages": []}, "'layers'"),
+        ({"layers": {"a": {"sparse_ratio": 1.0}}, "stages": [{"prune": ["a"], "iterations": 1}]}, "[0, 1)"),
+        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["b"], "iterations": 1}]}, "'b' has no entry"),
+        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"quantize": ["a"], "iterations": 1}]}, "no class_num"),
+        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": -1}]}, "non-negative"),
+        (
+            {"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": 1}] * 2},
+            "already pruned",
+        ),
+        ({"layers": {"a": {"class_num": 0}}, "stages": [{"prune": ["a"], "iterations": 1}]}, "1..65536"),
+        ({"layers": {"a": {}}, "stages": [{"prune": ["a"], "iterations": 1}], "solver": {"net": "x"}}, "may set only"),
+        ({"layers": {"a": {}}, "stages": [{"prune": ["a"], "quantize": ["a"], "iterations": 1}]}, "expected"),
+    ],
+)
+def test_bad_schedules_are_refused_with_a_reason(document, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        schedule.schedule_from_json(document)
+
+
+def test_schedule_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "s.json"
+    bad.write_text("{not json")
+    with pytest.raises(UsageError, match="s.json: not a JSON schedule"):
+        schedule.load_schedule(bad)
+
+
+def test_input_layers_replace_data_layers_per_phase():
+    net = netproto.read_prototxt(LENET / "lenet_train_test.prototxt")
+    fed = stagefiles.with_input_layers(net, (1, 28, 28), "lenet")
+    assert fed.feeds["train"] == stagefiles.Feed("data", "label", 64, 0.00390625, 0.0)
+    assert fed.feeds["test"].batch_size == 100
+    assert fed.score_tops == {"train": "fc2", "test": "fc2"}
+    inputs = [layer for layer in fed.net.layer if layer.type == "Input"]
+    assert [list(s.dim) for s in inputs[0].input_param.shape] == [[64, 1, 28, 28], [64]]
+    assert not any(layer.type == "Data" for layer in fed.net.layer)
+    assert net.layer[0].type == "Data"  # the input is not modified
+
+
+def test_unsupported_transform_is_refused():
+    net = netproto.read_prototxt(LENET / "lenet_train_test.prototxt")
+    net.layer[0].transform_param.mirror = True
+    with pytest.raises(UsageError, match="layer 'mnist': transform_param mirror"):
+        stagefiles.with_input_layers(net, (1, 28, 28), "lenet")
+
+
+def test_cmp_layers_carry_the_stage_settings():
+    net = netproto.read_prototxt(LENET / "lenet_train_test.prototxt")
+    rewritten = stagefiles.with_cmp_layers(net, {"conv1": 0.33, "fc1": 0.9}, {"fc1": 32})
+    layers = {layer.name: layer for layer in rewritten.layer}
+    assert layers["conv1"].type == "CmpConvolution"
+    assert layers["conv1"].convolution_param.sparse_ratio == pytest.approx(0.33)
+    assert not layers["conv1"].convolution_param.quantize_term
+    assert layers["fc1"].type == "CmpInnerProduct"
+    assert layers["fc1"].inner_product_param.quantize_term
+    assert layers["fc1"].inner_product_param.class_num == 32
+    assert layers["conv2"].type == "Convolution"
+    with pytest.raises(UsageError, match="only Convolution and InnerProduct"):
+        stagefiles.with_cmp_layers(net, {"pool1": 0.5}, {})
+
+
+def test_stage_solver_trains_the_stage_net_only():
+    base = netproto.read_solver_prototxt(LENET / "lenet_solver.prototxt")
+    base.test_iter.append(100)
+    base.snapshot = 5000
+    solver = stagefiles.stage_solver(base, "/w/net.prototxt", 123, {"base_lr": 0.01}, gpu=True)
+    assert solver.net == "/w/net.prototxt"
+    assert solver.max_iter == 123
+    assert solver.base_lr == pytest.approx(0.01)
+    assert not solver.test_iter and not solver.snapshot and not solver.snapshot_after_train
+    assert solver.solver_mode == netproto.SolverParameter.GPU
+
+
+def test_mnist5k_split_is_fixed_and_shuffled(tmp_path):
+    rows = [[(i * 7 + j) % 256 for j in range(784)] + [i // 10] for i in range(5000 // 10 * 10)]
+    csv = tmp_path / "mnist_5k.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
+    first = data.load_dataset(f"mnist5k:{csv}")
+    again = data.load_dataset(f"mnist5k:{csv}")
+    assert first.train_data.shape == (4000, 1, 28, 28) and first.test_labels.shape == (1000,)
+    assert np.array_equal(first.test_labels, again.test_labels)
+    assert len(set(first.test_labels.tolist())) > 100  # shuffled, not the last labels of a sorted file
+
+
+def test_npz_dataset_is_checked(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, train_data=np.zeros((4, 1, 2, 2)), train_labels=np.zeros(4), test_data=np.zeros((2, 1, 2, 2)))
+    with pytest.raises(UsageError, match="missing arrays: test_labels"):
+        data.load_dataset(str(path))
+
+
+def test_batches_cover_every_sample_each_epoch():
+    stream = data.BatchStream(np.arange(10).reshape(10, 1, 1, 1), np.arange(10), 4, seed=1)
+    seen = np.concatenate([stream.next()[1] for _ in range(5)])  # 20 = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+
+
+def test_shared_gradients_keep_structure_through_sgd_with_momentum_and_decay():
+    """Caffe's SGD update in float32: pruned weights stay 0, each cluster stays one value."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((50, 40)).astype(np.float32)
+    limit = constrain("fc", weights, 0.8, 8)
+    assert structure("fc", weights).zeros == 1600
+    history = np.zeros_like(weights)
+    for _ in range(200):
+        diff = rng.standard_normal(weights.shape).astype(np.float32)
+        limit.share(diff)
+        diff += np.float32(0.0005) * weights  # Regularize
+        history = np.float32(0.9) * history + np.float32(0.01) * diff  # ComputeUpdateValue
+        weights -= history  # Update
+    found = structure("fc", weights)
+    assert found.zeros == 1600
+    assert found.distinct_nonzero <= 8
+
+
+def test_dry_run_writes_every_stage_without_caffe(tmp_path):
+    csv = tmp_path / "digits.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
+    work = tmp_path / "work"
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "deep_compress.py"),
+        "--net",
+        str(LENET / "lenet_train_test.prototxt"),
+        "--solver",
+        str(LENET / "lenet_solver.prototxt"),
+        "--weights",
+        "absent.caffemodel",
+        "--schedule",
+        str(SEED_SCHEDULE),
+        "--data",
+        f"mnist5k:{csv}",
+        "--backend",
+        "cmp",
+        "--dry-run",
+        "--work-dir",
+        str(work),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=ROOT_ENV)
+    assert done.returncode == 0, done.stderr
+    stages = sorted(p.name for p in work.iterdir())
+    assert stages == ["01-prune-conv1", "02-prune-conv2", "03-prune-fc1", "04-prune-fc2", "05-quantize"]
+    quantize = netproto.read_prototxt(work / "05-quantize" / "net.prototxt")
+    assert sum(layer.type.startswith("Cmp") for layer in quantize.layer) == 4
+    assert netproto.read_solver_prototxt(work / "03-prune-fc1" / "solver.prototxt").max_iter == 10500
+
+
+@pytest.mark.parametrize("problem", ["data", "layer"])
+def test_driver_errors_are_one_line_with_exit_status_2(tmp_path, problem):
+    dataset = tmp_path / "d.npz"
+    if problem == "layer":
+        images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+        np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "deep_compress.py"),
+        "--net",
+        str(LENET / "lenet_train_test.prototxt"),
+        "--solver",
+        str(LENET / "lenet_solver.prototxt"),
+        "--weights",
+        "w.caffemodel",
+        "--layer",
+        "conv9:0.5:4",
+        "--iterations",
+        "1,1",
+        "--data",
+        str(dataset),
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=ROOT_ENV)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    expected = "d.npz: no such file" if problem == "data" else "names layer 'conv9', which this net does not have"
+    assert expected in done.stderr
