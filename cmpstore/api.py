@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from . import caffemodel, container, encoding, hdf5, netproto, selectors
+from . import caffemodel, container, dense_writer, encoding, hdf5, netproto, selectors
 from .atomic import atomic_output, refuse_overwriting_input, write_chunks
 from .codecs import codec_for_id
 from .errors import FormatError, ModelError, UsageError, reading
@@ -191,6 +191,38 @@ def decode(
         refuse_overwriting_input(output, path)
         save_model(model, output, format=format)
     return model
+
+
+def decode_to_caffemodel(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    deploy: bool = False,
+    workers: int | None = None,
+    progress: Callable[[str, str], None] = silent,
+) -> int:
+    """Decode a ``.cmps`` file straight into a binary caffemodel; return the bytes written.
+
+    The fast way to the same file as ``decode(source, output)``: blobs are
+    written one by one at their offsets, in parallel for large models, and the
+    dense model is never held in memory (see :mod:`cmpstore.dense_writer`).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> decode_to_caffemodel(folder / "lenet.cmps", folder / "lenet.caffemodel")
+    1724643
+    """
+    path = os.fspath(source)
+    if detect_format(path) != "cmps":
+        raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
+    refuse_overwriting_input(output, path)
+    buf = _read_bytes(path)
+    with reading(path):
+        return dense_writer.write_caffemodel(buf, output, deploy=deploy, workers=workers, progress=progress)
 
 
 def save_model(model: Model, output: str | os.PathLike, *, format: str = "caffemodel") -> None:

@@ -90,14 +90,34 @@ def caffemodel_bytes(model: Model) -> bytes:
 
 def caffemodel_size(skeleton: bytes, payload_bytes: dict[BlobAddress, int]) -> int:
     """Size of the binary caffemodel that joining payloads of these sizes gives, without the payloads."""
-    sized = {address: _Sized(nbytes) for address, nbytes in payload_bytes.items()}
-    return _size(join_caffemodel(Model(skeleton, [Payload(a, v) for a, v in sized.items()])))
+    return sum(size for _, size, _ in caffemodel_layout(skeleton, payload_bytes))
+
+
+def caffemodel_layout(
+    skeleton: bytes, payload_bytes: dict[BlobAddress, int]
+) -> list[tuple[int, int, bytes | BlobAddress]]:
+    """Where everything goes in the binary caffemodel: ``(offset, size, bytes or payload address)`` in file order.
+
+    Lets a writer put each payload at its place without holding the others.
+    """
+    sized = [Payload(address, _Sized(address, nbytes)) for address, nbytes in payload_bytes.items()]
+    layout = []
+    offset = 0
+    for chunk in join_caffemodel(Model(skeleton, sized)):
+        if isinstance(chunk, _Sized):
+            layout.append((offset, chunk.nbytes, chunk.address))
+            offset += chunk.nbytes
+        else:
+            layout.append((offset, len(chunk), bytes(chunk)))
+            offset += len(chunk)
+    return layout
 
 
 class _Sized:
-    """Stands in for an array where only its size matters."""
+    """Stands in for a payload array where only its size matters."""
 
-    def __init__(self, nbytes: int):
+    def __init__(self, address: BlobAddress, nbytes: int):
+        self.address = address
         self.nbytes = nbytes
 
 

@@ -170,9 +170,12 @@ def _decode(args) -> int:
         raise UsageError(f"--format {fmt} needs a seekable file, not standard output")
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
-        model = api.decode(
-            args.encoded, None if output == "-" else output, format=fmt, deploy=args.deploy, progress=progress
-        )
+        if fmt == "caffemodel" and output != "-":
+            api.decode_to_caffemodel(args.encoded, output, deploy=args.deploy, progress=progress)
+        else:
+            model = api.decode(
+                args.encoded, None if output == "-" else output, format=fmt, deploy=args.deploy, progress=progress
+            )
     finally:
         progress.close()
     if output == "-":

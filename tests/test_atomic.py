@@ -14,26 +14,20 @@ from cmpstore.caffemodel import split_caffemodel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Runs `cmpstore decode` with a writer that stops after its first chunk, so the
+# Runs `cmpstore decode` with a writer that stops after its first write, so the
 # test can interrupt it at a known point mid-write.
 STALLING_DECODE = """
-import contextlib, sys, time
-import cmpstore.atomic as atomic
+import os, sys, time
 
-real_output = atomic.atomic_output
+real_pwrite = os.pwrite
 
-@contextlib.contextmanager
-def stalling_output(path):
-    with real_output(path) as stream:
-        class Stalling:
-            def write(self, chunk):
-                stream.write(chunk)
-                stream.flush()
-                print("mid-write", flush=True)
-                time.sleep(60)
-        yield Stalling()
+def stalling_pwrite(descriptor, data, offset):
+    written = real_pwrite(descriptor, data, offset)
+    print("mid-write", flush=True)
+    time.sleep(60)
+    return written
 
-atomic.atomic_output = stalling_output
+os.pwrite = stalling_pwrite
 from cmpstore.cli import main
 sys.exit(main(sys.argv[1:]))
 """

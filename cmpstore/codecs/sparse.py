@@ -107,12 +107,18 @@ class SparseCodec(BlobCodec):
         return b"".join(out)
 
     def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+        positions, entry_values = self.decode_entries(payload, count, dtype, what)
+        values = np.zeros(count, dtype=dtype)
+        values[positions] = entry_values
+        return values
+
+    def decode_entries(self, payload, count: int, dtype: np.dtype, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """The stored entries: strictly ascending positions (int64) and their values (fillers are zeros)."""
         reader = Reader(payload)
         index_bits, entry_count, filler_count, value_coding = _read_header(reader, count, what)
-        values = np.zeros(count, dtype=dtype)
         if entry_count == 0:
             reader.expect_end(what)
-            return values
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
         gaps = self._read_stream(reader, 1 << index_bits, entry_count, f"{what} index stream")
         try:
             positions = positions_from_gaps(gaps, count)
@@ -131,8 +137,7 @@ class SparseCodec(BlobCodec):
         zero_entries = int(np.count_nonzero(bit_patterns(entry_values) == 0))
         if zero_entries != filler_count:
             raise FormatError(f"{what}: {zero_entries} zero entries but {filler_count} fillers declared")
-        values[positions] = entry_values
-        return values
+        return positions, entry_values
 
     def describe(self, payload, count: int, dtype: np.dtype, what: str) -> BlobStats:
         reader = Reader(payload)

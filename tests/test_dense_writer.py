@@ -1,0 +1,78 @@
+"""Decoding straight to a caffemodel file gives the same bytes as decoding to a model and joining it."""
+
+import pytest
+from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
+
+from cmpstore import api, container, dense_writer
+from cmpstore.caffemodel import caffemodel_bytes, split_caffemodel
+from cmpstore.container import read_sections
+from cmpstore.errors import FormatError
+from cmpstore.synthetic import LENET, build_model
+
+
+def encoded(raw: bytes, coder="huffman") -> bytes:
+    return api.encode(split_caffemodel(raw), coder=coder)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "raw",
+    [lenet_like_bytes(), layer_net_bytes(), legacy_net_bytes(), legacy_net_bytes(double=True)],
+    ids=["lenet", "layers", "legacy", "double"],
+)
+def test_same_bytes_as_decode_in_process_or_forked(tmp_path, raw, workers):
+    output = tmp_path / "out.caffemodel"
+    size = dense_writer.write_caffemodel(encoded(raw), output, workers=workers)
+    assert output.read_bytes() == raw
+    assert size == len(raw)
+
+
+def test_windows_split_sparse_blobs_exactly(tmp_path, monkeypatch):
+    """A window much smaller than the blobs, not dividing them, with entries on every border."""
+    monkeypatch.setattr(dense_writer, "WINDOW_BYTES", 4 * 37)
+    model = build_model(LENET, seed=3)
+    for payload in model.payloads:
+        payload.values[::37] = 1.5
+        payload.values[36::37] = -2.5
+    output = tmp_path / "out.caffemodel"
+    dense_writer.write_caffemodel(api.encode(model, coder="ans"), output)
+    assert output.read_bytes() == caffemodel_bytes(model)
+
+
+def test_deploy_matches_decode_deploy(tmp_path):
+    buf = encoded(lenet_like_bytes())
+    (tmp_path / "m.cmps").write_bytes(buf)
+    expected = caffemodel_bytes(api.decode(tmp_path / "m.cmps", deploy=True))
+    dense_writer.write_caffemodel(buf, tmp_path / "out.caffemodel", deploy=True)
+    assert (tmp_path / "out.caffemodel").read_bytes() == expected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_corrupt_blob_in_a_worker_is_a_format_error_and_leaves_no_file(tmp_path, workers):
+    """The last blob loses its last byte, behind valid checksums: only its codec can notice."""
+    sections = read_sections(encoded(lenet_like_bytes()))
+    rebuilt = container.header_bytes(len(sections)) + b"".join(
+        container.section_bytes(s.kind, bytes(s.payload)[: -1 if number == len(sections) - 1 else None])
+        for number, s in enumerate(sections)
+    )
+    output = tmp_path / "out.caffemodel"
+    with pytest.raises(FormatError, match="blob"):
+        dense_writer.write_caffemodel(rebuilt, output, workers=workers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_large_models_go_parallel_by_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(dense_writer, "PARALLEL_ABOVE_BYTES", 1000)
+    monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
+    pools = []
+    real = dense_writer.ProcessPoolExecutor
+
+    def spy(workers, **kwargs):
+        pools.append(workers)
+        return real(workers, **kwargs)
+
+    monkeypatch.setattr(dense_writer, "ProcessPoolExecutor", spy)
+    raw = lenet_like_bytes()
+    dense_writer.write_caffemodel(encoded(raw), tmp_path / "out.caffemodel")
+    assert (tmp_path / "out.caffemodel").read_bytes() == raw
+    assert pools == [2]
