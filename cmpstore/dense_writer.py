@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -88,6 +87,8 @@ def write_caffemodel(
                     for index in tasks:
                         progress(*_write_blob(index))
                 else:
+                    from concurrent.futures import ProcessPoolExecutor  # only large models pay for importing it
+
                     context = multiprocessing.get_context("fork")
                     with ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts) as pool:
                         for done in pool.map(_write_blob, tasks):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import h5py
 import numpy as np
 
 from . import netproto
@@ -23,6 +22,8 @@ _VALUE_FIELD = {np.dtype("float32"): DATA_FIELD, np.dtype("float64"): DOUBLE_DAT
 
 def read_hdf5(path: str | os.PathLike) -> Model:
     """Read Caffe HDF5 weights into a :class:`~cmpstore.model.Model`."""
+    import h5py  # here, not at the top: it costs a tenth of the start-up time of every command
+
     path = os.fspath(path)
     try:
         with h5py.File(path, "r") as h5:
@@ -31,7 +32,9 @@ def read_hdf5(path: str | os.PathLike) -> Model:
         raise ModelError(f"cannot read as HDF5 ({exc})", path=path) from None
 
 
-def _read(h5: h5py.File, path: str) -> Model:
+def _read(h5, path: str) -> Model:
+    import h5py
+
     if "data" not in h5 or not isinstance(h5["data"], h5py.Group):
         raise ModelError("HDF5 file has no 'data' group: not Caffe weights", path=path)
     diffs = h5.get("diff")
@@ -59,7 +62,7 @@ def _read(h5: h5py.File, path: str) -> Model:
     return Model(netproto.weights_only_skeleton(layers), payloads, SourceFormat.HDF5)
 
 
-def _float_values(dataset: h5py.Dataset, path: str, where: str) -> np.ndarray:
+def _float_values(dataset, path: str, where: str) -> np.ndarray:
     if dataset.dtype not in (np.dtype("<f4"), np.dtype(">f4"), np.dtype("<f8"), np.dtype(">f8")):
         raise ModelError(f"dataset of type {dataset.dtype}, expected float32 or float64", path=path, where=where)
     little = dataset.dtype.newbyteorder("<")
@@ -78,6 +81,8 @@ def write_hdf5(model: Model, path: str | os.PathLike) -> None:
     if duplicates:
         raise ModelError(f"duplicate layer names {duplicates}: HDF5 weights are keyed by layer name", path=path)
     has_diff = any(netproto.blob_diff(blob) for _, _, layer in layers for blob in layer.blobs)
+    import h5py
+
     try:
         with atomic_output(path) as stream, h5py.File(stream, "w") as h5:
             data = h5.create_group("data")

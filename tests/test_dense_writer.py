@@ -1,5 +1,7 @@
 """Decoding straight to a caffemodel file gives the same bytes as decoding to a model and joining it."""
 
+import concurrent.futures
+
 import pytest
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
 
@@ -65,13 +67,13 @@ def test_large_models_go_parallel_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(dense_writer, "PARALLEL_ABOVE_BYTES", 1000)
     monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
     pools = []
-    real = dense_writer.ProcessPoolExecutor
+    real = concurrent.futures.ProcessPoolExecutor
 
     def spy(workers, **kwargs):
         pools.append(workers)
         return real(workers, **kwargs)
 
-    monkeypatch.setattr(dense_writer, "ProcessPoolExecutor", spy)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", spy)
     raw = lenet_like_bytes()
     dense_writer.write_caffemodel(encoded(raw), tmp_path / "out.caffemodel")
     assert (tmp_path / "out.caffemodel").read_bytes() == raw
