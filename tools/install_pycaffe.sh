@@ -23,8 +23,8 @@ readonly DEBIAN_PACKAGES=(
     libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
     libhdf5-dev libopenblas-dev libgtest-dev
 )
-# caffe/__init__ imports caffe.io, which imports skimage.io.
-readonly PYTHON_PACKAGES=(six scikit-image)
+# numpy's headers are built in; caffe/__init__ imports caffe.io, which imports skimage.io.
+readonly PYTHON_PACKAGES=(numpy six scikit-image)
 
 use_apt=1
 if [ "${1:-}" = "--no-apt" ]; then use_apt=0; shift; fi
