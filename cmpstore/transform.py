@@ -94,11 +94,33 @@ def compress_weights(
     return Model(model.skeleton, payloads, model.source_format), outcomes
 
 
-def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
+@dataclass
+class SharedWeights:
+    """One weight blob after pruning and (optionally) weight sharing."""
+
+    weights: np.ndarray  # same shape and dtype as the input
+    mask: np.ndarray  # bool, True where a weight survives pruning
+    clustering: kmeans.Clustering | None  # over weights[mask], in that order; None if not shared
+
+
+def prune_and_share(
+    values: np.ndarray,
+    ratio: float | None,
+    cluster_count: int | None,
+    init: str = "linear",
+    seed: int = 0,
+    empty: str = "drop",
+    where: str | None = None,
+) -> SharedWeights:
+    """Prune ``values`` at ``ratio``, then share the survivors' values among ``cluster_count`` centroids.
+
+    The fork's semantics (see :mod:`cmpstore.prune` and :mod:`cmpstore.kmeans`);
+    ``ratio`` None prunes only the weights that are already zero, and
+    ``cluster_count`` None skips weight sharing.
+    """
     weights, mask = prune(values, ratio if ratio is not None else 0.0)
-    outcome = LayerOutcome(layer.name, layer.type, values.size, int(mask.sum()), ratio=ratio)
-    if cluster_count is None or outcome.kept == 0:
-        return weights, outcome
+    if cluster_count is None or not mask.any():
+        return SharedWeights(weights, mask, None)
     kept = weights[mask]
     if init == "optimal":
         pointers = kept.size * min(cluster_count, kept.size)
@@ -106,20 +128,27 @@ def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
             raise UsageError(
                 f"exact k-means here needs {pointers:,} back pointers ({8 * pointers / 2**30:.1f} GiB); "
                 "use --init linear or density for this layer",
-                where=layer.label,
+                where=where,
             )
         clustering = kmeans.optimal(kept, cluster_count)
     else:
         clustering = kmeans.lloyd(kept, kmeans.initial_centroids(kept, cluster_count, init, seed), empty=empty)
-    quantized = clustering.quantized(values.dtype)
-    weights = weights.copy()
-    weights[mask] = quantized
+    weights[mask] = clustering.quantized(values.dtype)
+    return SharedWeights(weights, mask, clustering)
+
+
+def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
+    shared = prune_and_share(values, ratio, cluster_count, init, seed, empty, where=layer.label)
+    outcome = LayerOutcome(layer.name, layer.type, values.size, int(shared.mask.sum()), ratio=ratio)
+    if shared.clustering is None:
+        return shared.weights, outcome
+    kept = values[shared.mask].astype(np.float64)
     outcome.clusters = cluster_count
-    outcome.centroids = int(clustering.centroids.size)
+    outcome.centroids = int(shared.clustering.centroids.size)
     outcome.init = init
-    outcome.iterations = clustering.iterations
-    outcome.mse = float(np.mean((kept.astype(np.float64) - quantized.astype(np.float64)) ** 2))
-    return weights, outcome
+    outcome.iterations = shared.clustering.iterations
+    outcome.mse = float(np.mean((kept - shared.weights[shared.mask].astype(np.float64)) ** 2))
+    return shared.weights, outcome
 
 
 def settings_from_prototxt(net) -> tuple[dict[str, float], dict[str, int]]:

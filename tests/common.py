@@ -101,3 +101,17 @@ def run_caffe(env: dict, *args: str, check: bool = True) -> subprocess.Completed
     if check and result.returncode != 0:
         raise AssertionError(f"caffe worker {args[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+LENET_EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "tools" / "examples" / "lenet"
+
+
+def run_deep_compress(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caffemodel"):
+    """Run tools/deep_compress.py on the shipped LeNet net and solver with ``options``."""
+    command = [
+        sys.executable, str(LENET_EXAMPLE.parent.parent / "deep_compress.py"),
+        "--net", str(LENET_EXAMPLE / "lenet_train_test.prototxt"),
+        "--solver", str(LENET_EXAMPLE / "lenet_solver.prototxt"),
+        "--weights", str(weights), *map(str, options),
+    ]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)

@@ -1,22 +1,18 @@
 """The finetuning driver's parts that need no Caffe: schedules, stage files, data, constraints."""
 
 import gzip
-import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from common import ROOT_ENV
+from common import LENET_EXAMPLE as LENET
+from common import run_deep_compress
 
 from cmpstore import netproto
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-LENET = ROOT / "tools" / "examples" / "lenet"
 SEED_SCHEDULE = LENET / "seed_schedule.json"
 
 
@@ -169,26 +165,9 @@ def test_dry_run_writes_every_stage_without_caffe(tmp_path):
     csv = tmp_path / "digits.csv.gz"
     csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
     work = tmp_path / "work"
-    command = [
-        sys.executable,
-        str(ROOT / "tools" / "deep_compress.py"),
-        "--net",
-        str(LENET / "lenet_train_test.prototxt"),
-        "--solver",
-        str(LENET / "lenet_solver.prototxt"),
-        "--weights",
-        "absent.caffemodel",
-        "--schedule",
-        str(SEED_SCHEDULE),
-        "--data",
-        f"mnist5k:{csv}",
-        "--backend",
-        "cmp",
-        "--dry-run",
-        "--work-dir",
-        str(work),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=ROOT_ENV)
+    done = run_deep_compress(
+        "--schedule", SEED_SCHEDULE, "--data", f"mnist5k:{csv}", "--backend", "cmp", "--dry-run", "--work-dir", work
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     stages = sorted(p.name for p in work.iterdir())
     assert stages == ["01-prune-conv1", "02-prune-conv2", "03-prune-fc1", "04-prune-fc2", "05-quantize"]
@@ -203,25 +182,9 @@ def test_driver_errors_are_one_line_with_exit_status_2(tmp_path, problem):
     if problem == "layer":
         images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
         np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
-    command = [
-        sys.executable,
-        str(ROOT / "tools" / "deep_compress.py"),
-        "--net",
-        str(LENET / "lenet_train_test.prototxt"),
-        "--solver",
-        str(LENET / "lenet_solver.prototxt"),
-        "--weights",
-        "w.caffemodel",
-        "--layer",
-        "conv9:0.5:4",
-        "--iterations",
-        "1,1",
-        "--data",
-        str(dataset),
-        "--work-dir",
-        str(tmp_path / "w"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=ROOT_ENV)
+    done = run_deep_compress(
+        "--layer", "conv9:0.5:4", "--iterations", "1,1", "--data", dataset, "--work-dir", tmp_path / "w"
+    )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     expected = "d.npz: no such file" if problem == "data" else "names layer 'conv9', which this net does not have"

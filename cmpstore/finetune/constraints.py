@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kmeans
 from ..gradients import share_gradients
-from ..prune import prune
+from ..transform import prune_and_share
 
 
 @dataclass
@@ -30,32 +29,24 @@ class LayerConstraint:
     name: str
     mask: np.ndarray  # bool, the weight blob's shape; True where a weight survives
     labels: np.ndarray | None = None  # int, same shape; cluster index where mask is True
-    centroids: np.ndarray | None = None  # float32, the shared values
 
     def share(self, diff: np.ndarray) -> None:
         """Mask (and share, by cluster mean as the fork does) a weight diff in place."""
         diff[...] = share_gradients(diff, self.mask, self.labels, reduce="mean")
 
 
-def constrain(
-    name: str, weights: np.ndarray, ratio: float, clusters: int | None, init: str = "linear"
-) -> LayerConstraint:
+def constrain(name: str, weights: np.ndarray, ratio: float, clusters: int | None) -> LayerConstraint:
     """Prune ``weights`` in place at ``ratio``; if ``clusters``, weight-share the survivors too.
 
     k-means starts as the fork does (``linear`` between the smallest and
     largest survivor) and drops clusters that empty.
     """
-    pruned, mask = prune(weights, ratio)
-    constraint = LayerConstraint(name, mask)
-    if clusters is not None and mask.any():
-        kept = pruned[mask]
-        clustering = kmeans.lloyd(kept, kmeans.initial_centroids(kept, clusters, init))
-        constraint.centroids = clustering.centroids.astype(weights.dtype)
-        labels = np.zeros(weights.shape, dtype=np.int32)
-        labels[mask] = clustering.labels
-        constraint.labels = labels
-        pruned[mask] = constraint.centroids[clustering.labels]
-    weights[...] = pruned
+    shared = prune_and_share(weights, ratio, clusters, where=f"layer '{name}'")
+    constraint = LayerConstraint(name, shared.mask)
+    if shared.clustering is not None:
+        constraint.labels = np.zeros(weights.shape, dtype=np.int32)
+        constraint.labels[shared.mask] = shared.clustering.labels
+    weights[...] = shared.weights
     return constraint
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import api, netproto
-from ..atomic import atomic_output
+from ..atomic import write_chunks
 from ..errors import UsageError
 from ..report import format_table
 from .constraints import LayerConstraint, constrain, structure
@@ -188,8 +188,7 @@ def _write_eval_net(job: Job, fed: FedNet) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    with atomic_output(path) as stream:
-        stream.write(text.encode("utf-8"))
+    write_chunks(path, [text.encode("utf-8")])
 
 
 def _check_layers(net, job: Job) -> None:
