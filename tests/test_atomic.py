@@ -17,7 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Runs `cmpstore decode` with a writer that stops after its first write, so the
 # test can interrupt it at a known point mid-write.
 STALLING_DECODE = """
-import os, sys, time
+import os, signal, sys, time
+
+# As at a terminal, even when the tests run as a background job that inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 real_pwrite = os.pwrite
 
