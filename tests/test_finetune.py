@@ -26,6 +26,17 @@ def test_seed_schedule_is_the_forks():
     assert seed.solver["lr_policy"] == "inv"
 
 
+def test_a_layer_shared_but_never_pruned_is_still_constrained():
+    both = schedule.schedule_from_json(
+        {
+            "layers": {"a": {"sparse_ratio": 0.5, "class_num": 4}, "b": {"class_num": 8}},
+            "stages": [{"prune": ["a"], "iterations": 1}, {"quantize": ["a", "b"], "iterations": 1}],
+        }
+    )
+    assert both.constraints_after(0) == {"a": (0.5, None)}
+    assert both.constraints_after(1) == {"a": (0.5, 4), "b": (None, 8)}
+
+
 def test_flags_build_the_same_schedule_as_the_json():
     settings = dict(
         schedule.parse_layer_flag(t) for t in ["conv1:0.33:256", "conv2:0.8:256", "fc1:0.9:32", "fc2:0.8:32"]

@@ -35,8 +35,10 @@ class LayerConstraint:
         diff[...] = share_gradients(diff, self.mask, self.labels, reduce="mean")
 
 
-def constrain(name: str, weights: np.ndarray, ratio: float, clusters: int | None) -> LayerConstraint:
+def constrain(name: str, weights: np.ndarray, ratio: float | None, clusters: int | None) -> LayerConstraint:
     """Prune ``weights`` in place at ``ratio``; if ``clusters``, weight-share the survivors too.
+
+    ``ratio`` None keeps every nonzero weight (a layer that is shared but not pruned).
 
     k-means starts as the fork does (``linear`` between the smallest and
     largest survivor) and drops clusters that empty.

@@ -117,10 +117,8 @@ def _run_stage(caffe, job: Job, fed: FedNet, index: int, stage_dir: str, start_w
     solver.net.copy_from(start_weights)
     constraints: list[LayerConstraint] = []
     if job.backend == "stock":
-        ratios, clusters = schedule.pruned_after(index), schedule.quantized_after(index)
-        for name, ratio in ratios.items():
-            blob = solver.net.params[name][0]
-            constraints.append(constrain(name, blob.data, ratio, clusters.get(name)))
+        for name, (ratio, clusters) in schedule.constraints_after(index).items():
+            constraints.append(constrain(name, solver.net.params[name][0].data, ratio, clusters))
     feed = fed.feeds["train"]
     batches = BatchStream(job.dataset.train_data, job.dataset.train_labels, feed.batch_size, job.seed + index)
     data_blob, label_blob = solver.net.blobs[feed.data_top], solver.net.blobs[feed.label_top]

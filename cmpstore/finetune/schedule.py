@@ -66,6 +66,11 @@ class Schedule:
         names = [n for stage in self.stages[: stage_index + 1] if stage.kind == "quantize" for n in stage.layers]
         return {name: self.layers[name].class_num for name in names}
 
+    def constraints_after(self, stage_index: int) -> dict[str, tuple[float | None, int | None]]:
+        """``(sparse_ratio, class_num)`` of every layer pruned or weight-shared by then; None where not."""
+        ratios, clusters = self.pruned_after(stage_index), self.quantized_after(stage_index)
+        return {name: (ratios.get(name), clusters.get(name)) for name in {**ratios, **clusters}}
+
     def with_iterations(self, iterations: list[int]) -> Schedule:
         """The same schedule with each stage's iteration count replaced."""
         if len(iterations) != len(self.stages):
