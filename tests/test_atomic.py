@@ -23,21 +23,29 @@ import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 real_pwrite = os.pwrite
+parent = os.getpid()
+in_workers = os.environ.get("STALL_IN_WORKERS") == "1"
 
 def stalling_pwrite(descriptor, data, offset):
     written = real_pwrite(descriptor, data, offset)
+    if in_workers and os.getpid() == parent:
+        return written
     print("mid-write", flush=True)
-    time.sleep(60)
+    time.sleep(3 if in_workers else 60)  # the parent waits for a worker's blob to finish
     return written
 
 os.pwrite = stalling_pwrite
+if in_workers:
+    import cmpstore.dense_writer
+    cmpstore.dense_writer.PARALLEL_ABOVE_BYTES = 0
+    os.cpu_count = lambda: 2
 from cmpstore.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def start_stalled_decode(encoded, output, *extra):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def start_stalled_decode(encoded, output, *extra, in_workers=False):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STALL_IN_WORKERS="1" if in_workers else "0")
     process = subprocess.Popen(
         [sys.executable, "-c", STALLING_DECODE, "decode", str(encoded), "-o", str(output), *extra],
         stdout=subprocess.PIPE,
@@ -60,9 +68,10 @@ def leftovers(folder):
     return [p.name for p in folder.iterdir() if p.name.startswith(".cmpstore-")]
 
 
-def test_ctrl_c_leaves_no_output_and_no_temporary(encoded, tmp_path):
+@pytest.mark.parametrize("in_workers", [False, True], ids=["in-process", "parallel"])
+def test_ctrl_c_leaves_no_output_and_no_temporary(encoded, tmp_path, in_workers):
     output = tmp_path / "out.caffemodel"
-    process = start_stalled_decode(encoded, output)
+    process = start_stalled_decode(encoded, output, in_workers=in_workers)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130
