@@ -184,9 +184,7 @@ def decode(
         raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
     model = decode_bytes(_read_bytes(path), path, progress)
     if deploy:
-        net = netproto.parse_skeleton(model.skeleton, path)
-        netproto.to_deploy(net)
-        model = Model(netproto.serialize(net), model.payloads, model.source_format)
+        model = Model(netproto.deploy_skeleton(model.skeleton, path), model.payloads, model.source_format)
     if output is not None:
         refuse_overwriting_input(output, path)
         save_model(model, output, format=format)

@@ -59,11 +59,7 @@ def write_caffemodel(
         64 MiB where ``fork`` is available, else 1 (in-process).
     """
     contents = read_container(buf)
-    skeleton = contents.skeleton
-    if deploy:
-        net = netproto.parse_skeleton(skeleton)
-        netproto.to_deploy(net)
-        skeleton = netproto.serialize(net)
+    skeleton = netproto.deploy_skeleton(contents.skeleton) if deploy else contents.skeleton
     payload_bytes = {
         address: count * PAYLOAD_DTYPE[address.value_field].itemsize for address, _, _, count, _, _ in contents.blobs
     }

@@ -127,6 +127,13 @@ def to_deploy(net: NetParameter) -> list[str]:
     return changed
 
 
+def deploy_skeleton(skeleton: bytes, path: str | None = None) -> bytes:
+    """A serialized net with :func:`to_deploy` applied: what stock Caffe accepts."""
+    net = parse_skeleton(skeleton, path)
+    to_deploy(net)
+    return serialize(net)
+
+
 def read_prototxt(path: str | os.PathLike) -> NetParameter:
     """Read a text-format NetParameter (a ``.prototxt`` net definition)."""
     return _read_text(path, NetParameter(), "net prototxt")
