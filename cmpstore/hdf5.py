@@ -21,12 +21,24 @@ _VALUE_FIELD = {np.dtype("float32"): DATA_FIELD, np.dtype("float64"): DOUBLE_DAT
 
 
 def read_hdf5(path: str | os.PathLike) -> Model:
-    """Read Caffe HDF5 weights into a :class:`~cmpstore.model.Model`."""
+    """Read Caffe HDF5 weights into a :class:`~cmpstore.model.Model`.
+
+    Only values stored inside ``path`` itself are read: external links, soft
+    links, external raw storage, virtual datasets, filters that HDF5 would
+    load as plugins and user blocks are refused (:func:`_confined`), because
+    HDF5 would otherwise open files the user never named.
+    """
     import h5py  # here, not at the top: it costs a tenth of the start-up time of every command
 
     path = os.fspath(path)
     try:
         with h5py.File(path, "r") as h5:
+            if h5.userblock_size:
+                raise ModelError(
+                    f"HDF5 file starts with a {h5.userblock_size}-byte user block, which can hide another format; "
+                    "Caffe never writes one",
+                    path=path,
+                )
             return _read(h5, path)
     except OSError as exc:
         raise ModelError(f"cannot read as HDF5 ({exc})", path=path) from None
@@ -35,31 +47,84 @@ def read_hdf5(path: str | os.PathLike) -> Model:
 def _read(h5, path: str) -> Model:
     import h5py
 
-    if "data" not in h5 or not isinstance(h5["data"], h5py.Group):
+    data = _linked(h5, "data", path)
+    if not isinstance(data, h5py.Group):
         raise ModelError("HDF5 file has no 'data' group: not Caffe weights", path=path)
-    diffs = h5.get("diff")
+    diffs = _linked(h5, "diff", path)
     layers = []
     payloads = []
-    for layer_index, (name, group) in enumerate(h5["data"].items()):
+    for layer_index, name in enumerate(data.keys()):
         where = f"layer '{name}'"
+        group = _linked(data, name, path)
         if not isinstance(group, h5py.Group):
             raise ModelError("expected a group of blobs", path=path, where=where)
+        diff_group = _linked(diffs, name, path) if isinstance(diffs, h5py.Group) else None
         blobs = []
         for blob_index in range(len(group)):
-            dataset = group.get(str(blob_index))
+            dataset = _linked(group, str(blob_index), path)
             if not isinstance(dataset, h5py.Dataset):
                 raise ModelError(f"blobs must be datasets named 0..{len(group) - 1}", path=path, where=where)
             values = _float_values(dataset, path, f"{where} blob {blob_index}")
             field = _VALUE_FIELD[values.dtype.newbyteorder("=")]
             payloads.append(Payload(BlobAddress(LAYER_FIELD, layer_index, blob_index, field), values.ravel()))
             diff = None
-            if diffs is not None and isinstance(diffs.get(f"{name}/{blob_index}"), h5py.Dataset):
-                diff = _float_values(diffs[f"{name}/{blob_index}"], path, f"{where} diff {blob_index}")
+            if isinstance(diff_group, h5py.Group):
+                diff_dataset = _linked(diff_group, str(blob_index), path)
+                if isinstance(diff_dataset, h5py.Dataset):
+                    diff = _float_values(diff_dataset, path, f"{where} diff {blob_index}")
             blobs.append((dataset.shape, diff))
         layers.append((name, blobs))
     if not layers:
         raise ModelError("HDF5 'data' group holds no layers", path=path)
     return Model(netproto.weights_only_skeleton(layers), payloads, SourceFormat.HDF5)
+
+
+def _linked(group, name: str, path: str):
+    """The object ``group`` holds under ``name`` (None if absent), if it is stored in this file.
+
+    Only hard links are followed: an external link opens another file, and a
+    soft link is a path that may run through one.  Caffe writes hard links only.
+    """
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    where = f"object '{group.name.rstrip('/')}/{name}'"
+    if isinstance(link, h5py.ExternalLink):
+        raise ModelError(
+            f"is an external link to '{link.path}' in {link.filename!r}; cmpstore reads only the named file",
+            path=path,
+            where=where,
+        )
+    if not isinstance(link, h5py.HardLink):
+        raise ModelError("is a soft link; Caffe weights hold only hard links", path=path, where=where)
+    return _confined(group[name], path, where)
+
+
+# Filters built into the HDF5 library; any other filter id makes HDF5 search its plugin path.
+_BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6})  # deflate, shuffle, fletcher32, szip, nbit, scaleoffset
+
+
+def _confined(item, path: str, where: str):
+    """``item`` if its values are stored inside the file, else a ModelError saying where they would come from."""
+    import h5py
+
+    if not isinstance(item, h5py.Dataset):
+        return item
+    plist = item.id.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        raise ModelError("is a virtual dataset, whose values come from other datasets or files", path=path, where=where)
+    if plist.get_external_count():
+        external = plist.get_external(0)[0].decode("utf-8", "replace")
+        raise ModelError(f"keeps its values in an external file ({external!r})", path=path, where=where)
+    for index in range(plist.get_nfilters()):
+        filter_id = plist.get_filter(index)[0]
+        if filter_id not in _BUILTIN_FILTERS:
+            raise ModelError(
+                f"is compressed with HDF5 filter {filter_id}, which would be loaded as a plugin", path=path, where=where
+            )
+    return item
 
 
 def _float_values(dataset, path: str, where: str) -> np.ndarray:
