@@ -18,6 +18,9 @@ Semantics
   part, and the result lists only the centroids that are in use.
 * Arithmetic is float64; centroids are rounded to the weights' dtype when
   they are written back.
+* Values that already take at most ``k`` distinct values are their own
+  clusters (:func:`already_shared`): sharing shared weights again changes
+  nothing, which Lloyd from a linear start would not promise.
 """
 
 from __future__ import annotations
@@ -52,6 +55,23 @@ class Clustering:
     def inertia(self, values: np.ndarray) -> float:
         """Sum of squared distances of the values to their centroids."""
         return float(np.sum((values.astype(np.float64) - self.centroids[self.labels]) ** 2))
+
+
+def already_shared(values: np.ndarray, clusters: int) -> Clustering | None:
+    """Each distinct value as its own cluster, if there are at most ``clusters`` of them; else None.
+
+    Examples
+    --------
+    >>> already_shared(np.array([0.5, -0.25, 0.5]), 4).labels.tolist()
+    [1, 0, 1]
+    >>> already_shared(np.array([0.5, -0.25, 0.5]), 1) is None
+    True
+    """
+    values = _as_float(values)
+    distinct = np.unique(values)
+    if distinct.size > clusters:
+        return None
+    return Clustering(distinct.astype(np.float64), np.searchsorted(distinct, values), 0, True)
 
 
 def initial_centroids(values: np.ndarray, clusters: int, method: str, seed: int = 0) -> np.ndarray:

@@ -122,6 +122,12 @@ def prune_and_share(
     if cluster_count is None or not mask.any():
         return SharedWeights(weights, mask, None)
     kept = weights[mask]
+    clustering = kmeans.already_shared(kept, cluster_count) or _cluster(kept, cluster_count, init, seed, empty, where)
+    weights[mask] = clustering.quantized(values.dtype)
+    return SharedWeights(weights, mask, clustering)
+
+
+def _cluster(kept, cluster_count, init, seed, empty, where) -> kmeans.Clustering:
     if init == "optimal":
         pointers = kept.size * min(cluster_count, kept.size)
         if pointers > kmeans.MAX_OPTIMAL_POINTERS:
@@ -130,11 +136,8 @@ def prune_and_share(
                 "use --init linear or density for this layer",
                 where=where,
             )
-        clustering = kmeans.optimal(kept, cluster_count)
-    else:
-        clustering = kmeans.lloyd(kept, kmeans.initial_centroids(kept, cluster_count, init, seed), empty=empty)
-    weights[mask] = clustering.quantized(values.dtype)
-    return SharedWeights(weights, mask, clustering)
+        return kmeans.optimal(kept, cluster_count)
+    return kmeans.lloyd(kept, kmeans.initial_centroids(kept, cluster_count, init, seed), empty=empty)
 
 
 def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from cmpstore import api, kmeans
 from cmpstore.prune import prune
-from cmpstore.transform import compress_weights
+from cmpstore.transform import compress_weights, prune_and_share
 
 RATIOS = {"conv1": 0.33, "conv2": 0.8, "fc1": 0.9, "fc2": 0.8}
 
@@ -133,3 +133,26 @@ def test_exact_kmeans_refuses_layers_too_large_for_memory(monkeypatch):
     model = build_model((LayerSpec("fc", "InnerProduct", (10, 500)),), seed=1)
     with pytest.raises(UsageError, match="layer 'fc': exact k-means here needs .* use --init linear"):
         compress_weights(model, {}, {"fc": 8}, init="optimal")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(-1, 1, width=32, allow_subnormal=False), min_size=1, max_size=400),
+    st.integers(1, 40),
+    st.sampled_from(["linear", "density", "optimal"]),
+)
+def test_sharing_shared_weights_again_changes_nothing(values, clusters, init):
+    """Quantization is idempotent: a layer already shared (<= k distinct values) comes back as it was."""
+    weights = np.array([v for v in values if v != 0] or [0.5], dtype=np.float32)
+    once = prune_and_share(weights.copy(), None, clusters, init=init).weights
+    twice = prune_and_share(once.copy(), None, clusters, init=init)
+    assert np.array_equal(twice.weights.view(np.uint32), once.view(np.uint32))
+    assert twice.clustering.iterations == 0
+
+
+def test_already_shared_only_when_there_are_at_most_k_values():
+    values = np.array([0.5, -0.25, 0.5, 0.75], dtype=np.float32)
+    assert kmeans.already_shared(values, 2) is None
+    shared = kmeans.already_shared(values, 3)
+    assert shared.centroids.tolist() == [-0.25, 0.5, 0.75]
+    assert shared.labels.tolist() == [1, 0, 1, 2]
