@@ -77,6 +77,8 @@ def run(job: Job) -> list[StageRecord]:
     base_solver = netproto.read_solver_prototxt(job.solver)
     _check_layers(base_net, job)
     fed = with_input_layers(base_net, job.dataset.train_data.shape[1:], job.net)
+    if job.dataset.description:
+        job.log(f"data: {job.dataset.description}")
     os.makedirs(job.work_dir, exist_ok=True)
     stage_dirs = [_write_stage_files(job, fed, base_solver, index) for index in range(len(job.schedule.stages))]
     if job.dry_run:
