@@ -65,10 +65,11 @@ CAFFE_DIR = pathlib.Path(__file__).resolve().parent / "caffe"
 @functools.lru_cache(maxsize=1)
 def _find_pycaffe() -> tuple[dict | None, str]:
     """An environment whose python imports caffe, and if none, why not."""
-    # Where tools/install_pycaffe.sh builds by default; PYTHONPATH wins when it already has caffe.
-    cache = os.environ.get("CMPSTORE_CAFFE_HOME", os.path.expanduser("~/.cache/cmpstore/caffe"))
+    # PYTHONPATH wins when it already has caffe; then the CPU build, which runs without a GPU.
+    cache = caffe_cache()
     candidates = [ROOT_ENV["PYTHONPATH"]]
-    candidates += [str(path) + os.pathsep + ROOT_ENV["PYTHONPATH"] for path in pathlib.Path(cache).glob("*/python")]
+    builds = sorted(cache.glob("*/python"), key=lambda path: path.parent.name.endswith("-cuda"))
+    candidates += [str(path) + os.pathsep + ROOT_ENV["PYTHONPATH"] for path in builds]
     failures = []
     for pythonpath in candidates:
         env = dict(ROOT_ENV, PYTHONPATH=pythonpath, GLOG_minloglevel="2")
@@ -86,11 +87,20 @@ def pycaffe_env() -> dict:
     """
     env, why = _find_pycaffe()
     if env is None:
-        message = f"{why}; build it with tools/install_pycaffe.sh"
-        if os.environ.get("CMPSTORE_REQUIRE_CAFFE") == "1":
-            pytest.fail(message + " (CMPSTORE_REQUIRE_CAFFE=1: Caffe tests must run here)")
-        pytest.skip(message)
+        skip_or_fail(f"{why}; build it with tools/install_pycaffe.sh", "CMPSTORE_REQUIRE_CAFFE")
     return env
+
+
+def caffe_cache() -> pathlib.Path:
+    """Where tools/install_pycaffe.sh builds by default."""
+    return pathlib.Path(os.environ.get("CMPSTORE_CAFFE_HOME", os.path.expanduser("~/.cache/cmpstore/caffe")))
+
+
+def skip_or_fail(message: str, required_by: str) -> None:
+    """Skip with ``message``, or fail where the environment variable ``required_by`` is 1 (as in CI)."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{message} ({required_by}=1: this test must run here)")
+    pytest.skip(message)
 
 
 def run_caffe(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,17 +1,19 @@
 """The finetuning driver's parts that need no Caffe: schedules, stage files, data, constraints."""
 
 import gzip
+import os
 import re
 
 import numpy as np
 import pytest
 from common import LENET_EXAMPLE as LENET
-from common import run_deep_compress
+from common import ROOT_ENV, run_deep_compress
 
-from cmpstore import netproto
+from cmpstore import api, netproto
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
+from cmpstore.synthetic import build_model
 
 SEED_SCHEDULE = LENET / "seed_schedule.json"
 
@@ -200,3 +202,23 @@ def test_driver_errors_are_one_line_with_exit_status_2(tmp_path, problem):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     expected = "d.npz: no such file" if problem == "data" else "names layer 'conv9', which this net does not have"
     assert expected in done.stderr
+
+
+def test_cmp_backend_says_clearly_when_caffe_lacks_the_cmp_layers(tmp_path):
+    """A stock Caffe (here a stand-in module registering stock layers only) is refused before any work."""
+    fake = tmp_path / "fake" / "caffe"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("def layer_type_list():\n    return ['Convolution', 'InnerProduct']\n")
+    weights = tmp_path / "lenet.caffemodel"
+    api.save_model(build_model(), weights)
+    dataset = tmp_path / "d.npz"
+    images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+    np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
+    env = dict(ROOT_ENV, PYTHONPATH=f"{tmp_path / 'fake'}{os.pathsep}{ROOT_ENV['PYTHONPATH']}")
+    done = run_deep_compress(
+        "--layer", "conv1:0.5:4", "--iterations", "1,1", "--data", dataset, "--backend", "cmp",
+        "--work-dir", tmp_path / "w", env=env, weights=weights,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "does not register CmpConvolution, CmpInnerProduct" in done.stderr
+    assert "tools/install_pycaffe.sh builds in" in done.stderr and "Traceback" not in done.stderr

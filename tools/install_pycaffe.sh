@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Build stock BVLC Caffe (CPU only) with its Python interface into a cache
-# folder, from the PyPI source distribution brocolli-caffe==9.0.2 and Debian
-# packages. Idempotent: a finished build (its _caffe.so importable) is reused.
+# Build BVLC Caffe with its Python interface and cmpstore's CmpConvolution and
+# CmpInnerProduct layers (tools/caffe/) into a cache folder, from the PyPI
+# source distribution brocolli-caffe==9.0.2 and Debian packages. Idempotent: a
+# finished build of the same layer sources (its _caffe.so importable, the Cmp
+# layers registered) is reused.
 #
-#   tools/install_pycaffe.sh [--no-apt] [CACHE_DIR]
+#   tools/install_pycaffe.sh [--no-apt] [--cuda] [CACHE_DIR]
 #
+# CPU only by default. --cuda builds the GPU variant, in its own folder, with
+# the system CUDA or, without one, nvcc and the CUDA libraries from PyPI wheels
+# (tools/caffe/cuda_toolkit.sh), for the GPU architectures in $CUDA_ARCH_BIN
+# (default "75 80 86 89 90"); running it needs a GPU and its driver.
 # CACHE_DIR defaults to $CMPSTORE_CAFFE_HOME, else ~/.cache/cmpstore/caffe.
 # On success the last line printed is the PYTHONPATH entry to use, e.g.
 #   export PYTHONPATH="$(tools/install_pycaffe.sh | tail -n 1)"
@@ -23,24 +29,41 @@ readonly DEBIAN_PACKAGES=(
     libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
     libhdf5-dev libopenblas-dev libgtest-dev
 )
-# numpy's headers are built in; caffe/__init__ imports caffe.io, which imports skimage.io.
-readonly PYTHON_PACKAGES=(numpy six scikit-image)
+# numpy's headers are built in; caffe/__init__ imports caffe.io, which imports skimage.io;
+# the generated caffe_pb2 imports google.protobuf (the range cmpstore itself needs).
+readonly PYTHON_PACKAGES=(numpy six scikit-image "protobuf>=7.35.1,<8")
 
 use_apt=1
-if [ "${1:-}" = "--no-apt" ]; then use_apt=0; shift; fi
+cuda=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-apt) use_apt=0 ;;
+        --cuda) cuda=1 ;;
+        -*) echo "install_pycaffe: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+    shift
+done
 cache=${1:-${CMPSTORE_CAFFE_HOME:-$HOME/.cache/cmpstore/caffe}}
 python=${PYTHON:-python3}
-src="$cache/brocolli-caffe-$VERSION"
+here=$(cd "$(dirname "$0")" && pwd)
+variant=$([ "$cuda" = 1 ] && echo "-cuda" || true)
+src="$cache/brocolli-caffe-$VERSION$variant"
 pythonpath="$src/python"
+# What the Cmp layers are built from: a different digest means rebuild.
+layers_digest=$(cd "$here/caffe" && find . -type f ! -name '*.sh' -print0 | LC_ALL=C sort -z \
+    | xargs -0 sha256sum | sha256sum | cut -c1-16)
 
 log() { echo "install_pycaffe: $*" >&2; }
 
 importable() {
     (cd / && GLOG_minloglevel=2 PYTHONPATH="$pythonpath" "$python" -c \
-        'import caffe, caffe._caffe; caffe.set_mode_cpu()' >/dev/null 2>&1)
+        'import caffe; assert {"CmpConvolution", "CmpInnerProduct"} <= set(caffe.layer_type_list())' \
+        >/dev/null 2>&1)
 }
 
-if [ -f "$pythonpath/caffe/_caffe.so" ] && importable; then
+if [ -f "$pythonpath/caffe/_caffe.so" ] && [ "$(cat "$src/.cmpstore-layers" 2>/dev/null)" = "$layers_digest" ] \
+    && importable; then
     log "reusing the build in $src"
     echo "$pythonpath"
     exit 0
@@ -75,10 +98,15 @@ echo "$SHA256  $tarball" | sha256sum --check --quiet - || {
     exit 1
 }
 if [ ! -d "$src" ]; then
-    tar -xzf "$tarball" -C "$cache"
+    unpacked=$(mktemp -d "$cache/unpack.XXXXXX")
+    tar -xzf "$tarball" -C "$unpacked"
     # The tarball carries someone else's .git folder; nothing needs it.
-    rm -rf "$src/.git"
+    rm -rf "$unpacked/brocolli-caffe-$VERSION/.git"
+    mv "$unpacked/brocolli-caffe-$VERSION" "$src"
+    rmdir "$unpacked"
 fi
+# The Cmp layers, the fork's six proto fields and the weights-loaded hook (see the script).
+"$python" "$here/caffe/patch_caffe.py" "$src"
 
 # CMakeLists links -lboost_python; Debian names it per Python version.
 py_tag=$("$python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
@@ -93,12 +121,22 @@ ln -sf "$boost_python" "$links/libboost_python.so"
 
 python_include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 numpy_include=$("$python" -c 'import numpy; print(numpy.get_include())')
+if [ "$cuda" = 1 ]; then
+    toolkit=$(PYTHON="$python" "$here/caffe/cuda_toolkit.sh" "$cache" | tail -n 1)
+    # CUDA 13 compiles for Turing (sm_75) and newer; Caffe's own list stops at Pascal.
+    # -isystem cccl: where the wheels keep nv/target, thrust and cub (a system CUDA has them in include).
+    device_flags=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF "-DCUDA_TOOLKIT_ROOT_DIR=$toolkit"
+        -DCUDA_ARCH_NAME=Manual "-DCUDA_ARCH_BIN=${CUDA_ARCH_BIN:-75 80 86 89 90}" -DCUDA_ARCH_PTX=90
+        "-DCUDA_NVCC_FLAGS=-isystem;$toolkit/include/cccl")
+else
+    device_flags=(-DCPU_ONLY=ON)
+fi
 build="$src/build"
 mkdir -p "$build"
 log "configuring in $build"
 (
     cd "$build"
-    cmake .. -DCPU_ONLY=ON -DBUILD_python=ON -DUSE_HDF5=ON \
+    cmake .. "${device_flags[@]}" -DBUILD_python=ON -DUSE_HDF5=ON \
         -DUSE_LMDB=OFF -DUSE_LEVELDB=OFF -DUSE_OPENCV=OFF \
         -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release \
         -DANACONDA_HOME=/nonexistent \
@@ -106,16 +144,23 @@ log "configuring in $build"
         -DCMAKE_CXX_FLAGS="-I$python_include -I$numpy_include -I/usr/include/hdf5/serial -DWITH_PYTHON_LAYER" \
         -DCMAKE_SHARED_LINKER_FLAGS="-L$links -L/usr/lib/x86_64-linux-gnu/hdf5/serial" \
         >"$build/configure.log" 2>&1 || { tail -n 40 "$build/configure.log" >&2; exit 1; }
-    log "building pycaffe (about 20 minutes on 2 cores); log: $build/make.log"
+    log "building pycaffe$variant (about 20 minutes on 2 cores); log: $build/make.log"
     # The pycaffe target also copies a caffe_pb2.py generated by Debian's protoc over the
     # shipped one, which predates protobuf 4 ("Descriptors cannot be created directly").
     make -j"$(nproc)" pycaffe >"$build/make.log" 2>&1 || { tail -n 40 "$build/make.log" >&2; exit 1; }
 )
 
 
+echo "$layers_digest" >"$src/.cmpstore-layers"
+if [ "$cuda" = 1 ]; then
+    # A GPU build imports only where its libraries load; without a GPU it cannot be run here.
+    log "done: the GPU variant is in $src (put $toolkit/lib on LD_LIBRARY_PATH where it runs)"
+    echo "$pythonpath"
+    exit 0
+fi
 if ! importable; then
-    log "built, but 'import caffe' fails with PYTHONPATH=$pythonpath:"
-    (cd / && PYTHONPATH="$pythonpath" "$python" -c 'import caffe') >&2 || true
+    log "built, but 'import caffe' fails or lacks the Cmp layers with PYTHONPATH=$pythonpath:"
+    (cd / && PYTHONPATH="$pythonpath" "$python" -c 'import caffe; print(caffe.layer_type_list())') >&2 || true
     exit 1
 fi
 log "done"

@@ -9,9 +9,14 @@ after the last finished one.  Two backends share everything but the layers:
 * ``stock``: any Caffe.  Stock layers; the masks and clusters come from
   :mod:`cmpstore.finetune.constraints`, and a solver callback masks and shares
   the weight diffs between backward and update.
-* ``cmp``: the DeepCompression-caffe fork.  The stage nets use its
-  CmpConvolution/CmpInnerProduct layers, which prune, cluster and share
-  gradients themselves.
+* ``cmp``: a Caffe with CmpConvolution/CmpInnerProduct layers: cmpstore's own
+  (``tools/install_pycaffe.sh`` builds them in) or the DeepCompression-caffe
+  fork's.  The stage nets use them, and they prune, cluster and share
+  gradients themselves, computing their masks and clusters when the stage
+  loads the previous stage's weights.
+
+Every net is evaluated as the stock net: the saved weights already hold the
+pruned and shared values, so what is measured is exactly what is encoded.
 
 Caffe aborts the whole process on a failed CHECK, so everything that can be
 checked in Python (files, layer names, shapes, the schedule) is checked
@@ -88,8 +93,9 @@ def run(job: Job) -> list[StageRecord]:
     _check_weights(job)
     caffe = _import_caffe(job)
     state = _State.load(job)
+    eval_net = _write_eval_net(job, fed)
     if state.pretrained_accuracy is None:
-        state.pretrained_accuracy = _evaluate(caffe, _write_eval_net(job, fed), job.weights, fed, job.dataset)
+        state.pretrained_accuracy = _evaluate(caffe, eval_net, job.weights, fed, job.dataset)
         state.save()
     job.log(f"pretrained: held-out top-1 {state.pretrained_accuracy:.2%}")
     weights = job.weights
@@ -97,7 +103,7 @@ def run(job: Job) -> list[StageRecord]:
         label = f"stage {index + 1}/{len(job.schedule.stages)} {stage.name}"
         record = state.finished(stage_dir)
         if record is None:
-            record = _run_stage(caffe, job, fed, index, stage_dir, weights)
+            record = _run_stage(caffe, job, fed, index, stage_dir, weights, eval_net)
             state.add(stage_dir, record)
         else:
             label += " (done before, resumed after it)"
@@ -112,7 +118,9 @@ def run(job: Job) -> list[StageRecord]:
     return [state.finished(d) for d in stage_dirs]
 
 
-def _run_stage(caffe, job: Job, fed: FedNet, index: int, stage_dir: str, start_weights: str) -> StageRecord:
+def _run_stage(
+    caffe, job: Job, fed: FedNet, index: int, stage_dir: str, start_weights: str, eval_net: str
+) -> StageRecord:
     schedule, stage = job.schedule, job.schedule.stages[index]
     began = time.perf_counter()
     solver = caffe.get_solver(os.path.join(stage_dir, "solver.prototxt"))
@@ -145,7 +153,7 @@ def _run_stage(caffe, job: Job, fed: FedNet, index: int, stage_dir: str, start_w
         found = structure(name, solver.net.params[name][0].data)
         layers[name] = {"sparsity": found.sparsity, "distinct_nonzero": found.distinct_nonzero}
     seconds = time.perf_counter() - began
-    accuracy = _evaluate(caffe, os.path.join(stage_dir, "net.prototxt"), weights, fed, job.dataset)
+    accuracy = _evaluate(caffe, eval_net, weights, fed, job.dataset)
     return StageRecord(os.path.basename(stage_dir), weights, accuracy, seconds, layers)
 
 
@@ -182,7 +190,8 @@ def _write_stage_files(job: Job, fed: FedNet, base_solver, index: int) -> str:
 
 
 def _write_eval_net(job: Job, fed: FedNet) -> str:
-    path = os.path.join(job.work_dir, "pretrained.prototxt")
+    """The stock net every stage's weights are measured with (see the module docstring)."""
+    path = os.path.join(job.work_dir, "eval.prototxt")
     _write_text(path, netproto.to_text(fed.net))
     return path
 
@@ -227,7 +236,8 @@ def _import_caffe(job: Job):
         if missing:
             raise UsageError(
                 f"this Caffe ({os.path.dirname(caffe.__file__)}) does not register {', '.join(missing)}: "
-                "the cmp backend needs the DeepCompression-caffe fork; use --backend stock with any Caffe, "
+                "the cmp backend needs Cmp layers, which tools/install_pycaffe.sh builds in (or the "
+                "DeepCompression-caffe fork); use --backend stock with any Caffe, "
                 "or --dry-run to only write the stage files"
             )
     if job.gpu:

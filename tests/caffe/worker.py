@@ -2,6 +2,8 @@
 
 python worker.py forward NET WEIGHTS OUT.npz   # seeded random inputs, every blob after forward
 python worker.py create NET OUT.caffemodel      # random parameters, as Caffe itself writes them
+python worker.py load NET WEIGHTS OUT.caffemodel  # load, then save at once: no forward pass
+python worker.py backward NET WEIGHTS OUT.npz  # seeded inputs and top gradients: parameters and their diffs
 """
 
 import sys
@@ -32,6 +34,28 @@ def create(net_path, out):
     net.save(out)
 
 
+def load(net_path, weights, out):
+    caffe.Net(net_path, caffe.TEST, weights=weights).save(out)
+
+
+def backward(net_path, weights, out):
+    """One forward and backward pass (the net sets force_backward); parameters as ``layer/i`` and ``layer/i/diff``."""
+    net = caffe.Net(net_path, caffe.TRAIN, weights=weights)
+    rng = np.random.default_rng(11)
+    for name in net.inputs:
+        net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].data.shape)
+    net.forward()
+    for name in net.outputs:
+        net.blobs[name].diff[...] = rng.standard_normal(net.blobs[name].diff.shape)
+    net.backward()
+    arrays = {}
+    for name, blobs in net.params.items():
+        for index, blob in enumerate(blobs):
+            arrays[f"{name}/{index}"] = blob.data
+            arrays[f"{name}/{index}/diff"] = blob.diff
+    np.savez(out, **arrays)
+
+
 if __name__ == "__main__":
     caffe.set_mode_cpu()
-    {"forward": forward, "create": create}[sys.argv[1]](*sys.argv[2:])
+    {"forward": forward, "create": create, "load": load, "backward": backward}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Build cmpstore's Cmp layers into a BVLC Caffe source tree (used by tools/install_pycaffe.sh).
+
+    python3 tools/caffe/patch_caffe.py CAFFE_SOURCE_DIR
+
+Three changes, each checked against the exact upstream text it replaces, so a
+Caffe whose sources differ fails here with a message instead of building
+something else:
+
+* ``src/caffe/proto/caffe.proto``: the DeepCompression-caffe fork's fields,
+  ``sparse_ratio``/``class_num``/``quantize_term``, as ConvolutionParameter 19/20/21
+  and InnerProductParameter 7/8/9 (the numbers of cmpstore's proto/caffe.proto);
+* ``include/caffe/layer.hpp`` and ``src/caffe/net.cpp``: a ``Layer::OnWeightsCopied()``
+  hook that ``Net`` calls after copying trained weights into a layer, because the Cmp
+  layers compute their mask and clusters from the loaded weights (the fork patches
+  ``Net`` for the same reason);
+* ``src/caffe/common.cpp``: ``Caffe::DeviceQuery`` reads three ``cudaDeviceProp``
+  fields that CUDA 13 removed (``clockRate``, ``deviceOverlap``,
+  ``kernelExecTimeoutEnabled``); it asks ``cudaDeviceGetAttribute`` instead, which
+  every CUDA since 5.0 has, so a GPU build compiles with the CUDA 13 wheels;
+* the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
+  in, where Caffe's CMake globs pick them up.
+
+Running it again is harmless: a patched file is recognised by its marker and left
+alone, and the copied sources are refreshed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+MARKER = "cmpstore"
+HERE = Path(__file__).resolve().parent
+
+PROTO_FIELDS = {
+    "message ConvolutionParameter {": (
+        "  optional float sparse_ratio = 19 [default = 0];  // cmpstore: the DeepCompression-caffe fork's\n"
+        "  optional int32 class_num = 20 [default = 256];  // cmpstore\n"
+        "  optional bool quantize_term = 21 [default = false];  // cmpstore\n"
+    ),
+    "message InnerProductParameter {": (
+        "  optional float sparse_ratio = 7 [default = 0];  // cmpstore: the DeepCompression-caffe fork's\n"
+        "  optional int32 class_num = 8 [default = 32];  // cmpstore\n"
+        "  optional bool quantize_term = 9 [default = false];  // cmpstore\n"
+    ),
+}
+
+LAYER_HOOK = (
+    "  virtual void ToProto(LayerParameter* param, bool write_diff = false);\n",
+    "\n"
+    "  /**\n"
+    "   * @brief Called by Net after it copies trained weights into this layer's blobs.\n"
+    "   * (cmpstore: the Cmp layers prune and share the loaded weights here.)\n"
+    "   */\n"
+    "  virtual void OnWeightsCopied() {}\n",
+)
+
+NET_HOOKS = (
+    # Binary weights: after the loop that copies one layer's blobs.
+    (
+        "      target_blobs[j]->FromProto(source_layer.blobs(j), kReshape);\n    }\n",
+        "    layers_[target_layer_id]->OnWeightsCopied();  // cmpstore\n",
+    ),
+    # HDF5 weights: likewise, before the layer's group is closed.
+    (
+        "          target_blobs[j].get());\n    }\n",
+        "    layers_[target_layer_id]->OnWeightsCopied();  // cmpstore\n",
+    ),
+)
+
+DEVICE_QUERY_HELPER = (
+    "void Caffe::DeviceQuery() {\n",
+    "// cmpstore: CUDA 13 removed these cudaDeviceProp fields; the attribute API has them all.\n"
+    "static int DeviceAttribute(cudaDeviceAttr attribute, int device) {\n"
+    "  int value = 0;\n"
+    "  CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));\n"
+    "  return value;\n"
+    "}\n\n",
+)
+DEVICE_QUERY_FIELDS = {
+    "prop.clockRate": "DeviceAttribute(cudaDevAttrClockRate, device)",
+    "prop.deviceOverlap": "DeviceAttribute(cudaDevAttrGpuOverlap, device)",
+    "prop.kernelExecTimeoutEnabled": "DeviceAttribute(cudaDevAttrKernelExecTimeout, device)",
+}
+
+
+def fail(message: str) -> None:
+    print(f"patch_caffe: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def insert_after(text: str, anchor: str, addition: str, path: Path) -> str:
+    if text.count(anchor) != 1:
+        fail(f"{path}: expected exactly one occurrence of {anchor.strip()!r}, found {text.count(anchor)}")
+    return text.replace(anchor, anchor + addition)
+
+
+def patch_proto(path: Path) -> None:
+    text = path.read_text()
+    if MARKER in text:
+        return
+    for message, fields in PROTO_FIELDS.items():
+        start = text.find(message)
+        if start < 0:
+            fail(f"{path}: no {message!r}")
+        end = text.find("\n}\n", start)
+        if end < 0:
+            fail(f"{path}: {message!r} has no closing brace")
+        body = text[start:end]
+        for line in fields.splitlines():
+            number = line.split("=")[1].split()[0]
+            if f"= {number};" in body or f"= {number} " in body:
+                fail(f"{path}: {message!r} already uses field number {number}")
+        text = text[: end + 1] + fields + text[end + 1 :]
+    path.write_text(text)
+
+
+def patch_layer_header(path: Path) -> None:
+    text = path.read_text()
+    if MARKER in text:
+        return
+    path.write_text(insert_after(text, *LAYER_HOOK, path))
+
+
+def patch_net(path: Path) -> None:
+    text = path.read_text()
+    if MARKER in text:
+        return
+    for anchor, addition in NET_HOOKS:
+        text = insert_after(text, anchor, addition, path)
+    path.write_text(text)
+
+
+def patch_device_query(path: Path) -> None:
+    text = path.read_text()
+    if MARKER in text:
+        return
+    anchor, helper = DEVICE_QUERY_HELPER
+    gpu_query = text.rfind(anchor)  # the CPU_ONLY build has a stub of the same name before it
+    if gpu_query < 0:
+        fail(f"{path}: no {anchor.strip()!r}")
+    text = text[:gpu_query] + helper + text[gpu_query:]
+    for field, replacement in DEVICE_QUERY_FIELDS.items():
+        if text.count(field) != 1:
+            fail(f"{path}: expected exactly one {field!r}, found {text.count(field)}")
+        text = text.replace(field, replacement)
+    path.write_text(text)
+
+
+def copy_sources(root: Path) -> None:
+    for part in ("include", "src"):
+        for source in (HERE / part).rglob("*"):
+            if source.is_file():
+                target = root / source.relative_to(HERE)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        fail("usage: patch_caffe.py CAFFE_SOURCE_DIR")
+    root = Path(argv[1])
+    patch_proto(root / "src/caffe/proto/caffe.proto")
+    patch_layer_header(root / "include/caffe/layer.hpp")
+    patch_net(root / "src/caffe/net.cpp")
+    patch_device_query(root / "src/caffe/common.cpp")
+    copy_sources(root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
