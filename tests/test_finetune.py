@@ -13,6 +13,7 @@ from cmpstore import api, netproto
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
+from cmpstore.prune import pruned_count
 from cmpstore.synthetic import build_model
 
 SEED_SCHEDULE = LENET / "seed_schedule.json"
@@ -68,6 +69,22 @@ def test_fingerprint_changes_with_iterations():
             {"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": 1}] * 2},
             "already pruned",
         ),
+        (
+            {
+                "layers": {"a": {}},
+                "stages": [{"prune": {"a": 0.8}, "iterations": 1}, {"prune": {"a": 0.5}, "iterations": 1}],
+            },
+            "'a' is already pruned to 0.8 by an earlier stage; pruning it again needs a higher ratio",
+        ),
+        (
+            {"layers": {"a": {}}, "stages": [{"prune": {"a": 1.5}, "iterations": 1}]},
+            "'a': sparse ratio must be in [0, 1)",
+        ),
+        (
+            {"layers": {"a": {}}, "stages": [{"prune": {"a": "x"}, "iterations": 1}]},
+            "the ratio for 'a' must be a number",
+        ),
+        ({"layers": {"a": {}}, "stages": [{"prune": {}, "iterations": 1}]}, "or, for prune, an object of layer names"),
         ({"layers": {"a": {"class_num": 0}}, "stages": [{"prune": ["a"], "iterations": 1}]}, "1..65536"),
         ({"layers": {"a": {}}, "stages": [{"prune": ["a"], "iterations": 1}], "solver": {"net": "x"}}, "may set only"),
         ({"layers": {"a": {}}, "stages": [{"prune": ["a"], "quantize": ["a"], "iterations": 1}]}, "expected"),
@@ -222,3 +239,34 @@ def test_cmp_backend_says_clearly_when_caffe_lacks_the_cmp_layers(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "does not register CmpConvolution, CmpInnerProduct" in done.stderr
     assert "tools/install_pycaffe.sh builds in" in done.stderr and "Traceback" not in done.stderr
+
+
+ITERATIVE = {
+    "layers": {"fc1": {"sparse_ratio": 0.9, "class_num": 16}, "fc2": {"sparse_ratio": 0.5, "class_num": 16}},
+    "stages": [
+        {"prune": {"fc1": 0.6}, "iterations": 10},
+        {"prune": {"fc1": 0.8, "fc2": 0.5}, "iterations": 20},
+        {"prune": ["fc1"], "iterations": 30},
+        {"quantize": ["fc1", "fc2"], "iterations": 40},
+    ],
+}
+
+
+def test_iterative_pruning_raises_a_layers_ratio_stage_by_stage():
+    plan = schedule.schedule_from_json(ITERATIVE)
+    assert [plan.pruned_after(index).get("fc1") for index in range(4)] == [0.6, 0.8, 0.9, 0.9]
+    assert plan.pruned_after(1)["fc2"] == 0.5
+    assert [stage.name for stage in plan.stages] == ["prune-fc1-0.6", "prune-fc1-0.8+fc2-0.5", "prune-fc1", "quantize"]
+    assert schedule.schedule_from_json(plan.to_json()) == plan
+    assert plan.with_iterations([1, 2, 3, 4]).pruned_after(1) == plan.pruned_after(1)
+
+
+def test_iterative_pruning_keeps_what_was_pruned_before():
+    rng = np.random.default_rng(4)
+    weights = rng.standard_normal((50, 40)).astype(np.float32)
+    first = constrain("fc1", weights, 0.6, None)
+    pruned_first = ~first.mask
+    weights += rng.standard_normal(weights.shape).astype(np.float32) * 0.05 * first.mask  # finetuning moves survivors
+    second = constrain("fc1", weights, 0.8, None)
+    assert np.all(~second.mask[pruned_first])
+    assert np.count_nonzero(second.mask) == weights.size - pruned_count(weights.size, 0.8)

@@ -13,6 +13,13 @@ lists, keeping every pruning mask.  As JSON::
       "solver": {"base_lr": 0.001, "lr_policy": "inv", ...}
     }
 
+Iterative pruning (Han et al., "Learning both weights and connections"):
+a pruning stage may instead map layers to the ratio to prune them to,
+``{"prune": {"fc1": 0.9}, "iterations": 4000}``, and a later stage may
+prune the same layer again to a higher ratio; the magnitudes are ranked
+anew each time, and what was pruned stays pruned.  A layer's
+``sparse_ratio`` is its ratio where a stage names none.
+
 ``solver`` is optional; its fields override the solver prototxt's.
 """
 
@@ -39,15 +46,30 @@ class LayerSetting:
 
 @dataclass(frozen=True)
 class Stage:
-    """One finetuning run: ``kind`` is ``"prune"`` or ``"quantize"``."""
+    """One finetuning run: ``kind`` is ``"prune"`` or ``"quantize"``.
+
+    ``ratios`` holds the ratios a pruning stage names itself (iterative
+    pruning), as ``(layer, ratio)`` pairs; the other layers it prunes take
+    their ``sparse_ratio``.
+    """
 
     kind: str
     layers: tuple[str, ...]
     iterations: int
+    ratios: tuple[tuple[str, float], ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{'+'.join(self.layers)}" if self.kind == "prune" else "quantize"
+        if self.kind != "prune":
+            return "quantize"
+        named = dict(self.ratios)
+        return "prune-" + "+".join(f"{n}-{named[n]:g}" if n in named else n for n in self.layers)
+
+    def to_json(self) -> dict:
+        layers: list[str] | dict[str, float] = list(self.layers)
+        if self.ratios:
+            layers = dict(self.ratios)
+        return {self.kind: layers, "iterations": self.iterations}
 
 
 @dataclass(frozen=True)
@@ -57,9 +79,13 @@ class Schedule:
     solver: dict[str, object] = field(default_factory=dict)
 
     def pruned_after(self, stage_index: int) -> dict[str, float]:
-        """``sparse_ratio`` of every layer pruned once stage ``stage_index`` has run."""
-        names = [n for stage in self.stages[: stage_index + 1] if stage.kind == "prune" for n in stage.layers]
-        return {name: self.layers[name].sparse_ratio for name in names}
+        """The ratio every layer is pruned to once stage ``stage_index`` has run (the latest, if pruned again)."""
+        ratios: dict[str, float] = {}
+        for stage in self.stages[: stage_index + 1]:
+            if stage.kind == "prune":
+                named = dict(stage.ratios)
+                ratios.update({name: named.get(name, self.layers[name].sparse_ratio) for name in stage.layers})
+        return ratios
 
     def quantized_after(self, stage_index: int) -> dict[str, int]:
         """``class_num`` of every layer weight-shared once stage ``stage_index`` has run."""
@@ -75,7 +101,7 @@ class Schedule:
         """The same schedule with each stage's iteration count replaced."""
         if len(iterations) != len(self.stages):
             raise UsageError(f"--iterations gives {len(iterations)} counts for {len(self.stages)} stages")
-        stages = tuple(Stage(s.kind, s.layers, n) for s, n in zip(self.stages, iterations, strict=True))
+        stages = tuple(Stage(s.kind, s.layers, n, s.ratios) for s, n in zip(self.stages, iterations, strict=True))
         return _validated(Schedule(self.layers, stages, self.solver))
 
     def fingerprint(self) -> str:
@@ -88,7 +114,7 @@ class Schedule:
             "layers": {
                 name: {"sparse_ratio": s.sparse_ratio, "class_num": s.class_num} for name, s in self.layers.items()
             },
-            "stages": [{s.kind: list(s.layers), "iterations": s.iterations} for s in self.stages],
+            "stages": [stage.to_json() for stage in self.stages],
             "solver": self.solver,
         }
 
@@ -188,27 +214,41 @@ def _stage(index: int, value) -> Stage:
         raise UsageError(f'{where}: expected {{"prune": [...]}} or {{"quantize": [...]}}, and "iterations"')
     layers = value[kinds[0]]
     iterations = value.get("iterations")
+    ratios: tuple[tuple[str, float], ...] = ()
+    if kinds[0] == "prune" and isinstance(layers, dict) and layers:
+        for name, ratio in layers.items():
+            if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
+                raise UsageError(f"{where}: the ratio for {name!r} must be a number")
+            _checked_setting(name, LayerSetting(float(ratio), None))
+        ratios = tuple((name, float(ratio)) for name, ratio in layers.items())
+        layers = list(layers)
     if not isinstance(layers, list) or not layers or not all(isinstance(n, str) for n in layers):
-        raise UsageError(f"{where}: '{kinds[0]}' must be a non-empty list of layer names")
+        detail = " (or, for prune, an object of layer names and ratios)" if kinds[0] == "prune" else ""
+        raise UsageError(f"{where}: '{kinds[0]}' must be a non-empty list of layer names{detail}")
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
         raise UsageError(f"{where}: 'iterations' must be a non-negative integer")
-    return Stage(kinds[0], tuple(layers), iterations)
+    return Stage(kinds[0], tuple(layers), iterations, ratios)
 
 
 def _validated(schedule: Schedule) -> Schedule:
-    pruned: set[str] = set()
+    pruned: dict[str, float] = {}
     quantized: set[str] = set()
     for index, stage in enumerate(schedule.stages):
         where = f"stage {index + 1} ({stage.name})"
+        named = dict(stage.ratios)
         for name in stage.layers:
             if name not in schedule.layers:
                 raise UsageError(f"{where}: layer {name!r} has no entry in 'layers'")
             if stage.kind == "prune":
-                if name in pruned:
-                    raise UsageError(f"{where}: layer {name!r} is already pruned by an earlier stage")
+                ratio = named.get(name, schedule.layers[name].sparse_ratio)
+                if name in pruned and ratio <= pruned[name]:
+                    raise UsageError(
+                        f"{where}: layer {name!r} is already pruned to {pruned[name]:g} by an earlier stage; "
+                        "pruning it again needs a higher ratio"
+                    )
                 if name in quantized:
                     raise UsageError(f"{where}: layer {name!r} is pruned after it was quantized")
-                pruned.add(name)
+                pruned[name] = ratio
             else:
                 if schedule.layers[name].class_num is None:
                     raise UsageError(f"{where}: layer {name!r} has no class_num to quantize with")
