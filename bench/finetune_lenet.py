@@ -58,6 +58,8 @@ def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> di
         "wall_seconds": wall,
         "pretrained_top1": state["pretrained_accuracy"],
         "stages": {stage: {"top1": r["accuracy"], "seconds": r["seconds"]} for stage, r in state["stages"].items()},
+        # What training took when it ran, which a resumed run's wall time does not show.
+        "train_seconds": sum(r["seconds"] for r in state["stages"].values()),
         "dense_bytes": dense,
         "encoded_bytes": encoded,
         "ratio": dense / encoded,
@@ -68,7 +70,8 @@ def print_run(figures: dict) -> None:
     stages = " / ".join(f"{stage['top1']:.2%}" for stage in figures["stages"].values())
     print(
         f"{figures['schedule']:<22} {figures['backend']:<6} seed {figures['seed']}: top-1 {stages}; "
-        f"{figures['wall_seconds']:.0f} s; {figures['encoded_bytes']:,} B, {figures['ratio']:.1f}x",
+        f"{figures['wall_seconds']:.0f} s wall, {figures['train_seconds']:.0f} s training; "
+        f"{figures['encoded_bytes']:,} B, {figures['ratio']:.1f}x",
         flush=True,
     )
 
@@ -120,12 +123,13 @@ def main() -> int:
     parser.add_argument("--work-root", default="/tmp/cmpstore-finetune-lenet")
     parser.add_argument("--json", help="also write the figures here (runs already in the file are kept)")
     parser.add_argument("--plot", help="draw top-1 against compression ratio for every run in --json")
+    parser.add_argument("--no-run", action="store_true", help="only summarise and plot the runs in --json")
     args = parser.parse_args()
     runs = []
     if args.json and os.path.exists(args.json):
         with open(args.json, encoding="utf-8") as stream:
             runs = json.load(stream)["runs"]
-    for schedule in args.schedule:
+    for schedule in [] if args.no_run else args.schedule:
         for backend in args.backend:
             for seed in args.seeds:
                 figures = run(schedule, backend, seed, args.data, args.work_root)

@@ -270,3 +270,24 @@ def test_iterative_pruning_keeps_what_was_pruned_before():
     second = constrain("fc1", weights, 0.8, None)
     assert np.all(~second.mask[pruned_first])
     assert np.count_nonzero(second.mask) == weights.size - pruned_count(weights.size, 0.8)
+
+
+def test_shipped_iterative_schedule_dry_runs_with_both_backends(tmp_path):
+    csv = tmp_path / "digits.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
+    for backend in ("stock", "cmp"):
+        work = tmp_path / backend
+        done = run_deep_compress(
+            "--schedule", LENET / "iterative_schedule.json", "--data", f"mnist5k:{csv}", "--backend", backend,
+            "--dry-run", "--work-dir", work,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    last = netproto.read_prototxt(work / "07-quantize" / "net.prototxt")
+    fc1 = next(layer for layer in last.layer if layer.name == "fc1")
+    assert fc1.type == "CmpInnerProduct"
+    assert fc1.inner_product_param.sparse_ratio == pytest.approx(0.96)
+    assert fc1.inner_product_param.class_num == 16 and fc1.inner_product_param.quantize_term
+    middle = netproto.read_prototxt(work / "05-prune-fc1-0.94" / "net.prototxt")
+    assert next(
+        layer for layer in middle.layer if layer.name == "fc1"
+    ).inner_product_param.sparse_ratio == pytest.approx(0.94)

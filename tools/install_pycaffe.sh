@@ -124,10 +124,12 @@ numpy_include=$("$python" -c 'import numpy; print(numpy.get_include())')
 if [ "$cuda" = 1 ]; then
     toolkit=$(PYTHON="$python" "$here/caffe/cuda_toolkit.sh" "$cache" | tail -n 1)
     # CUDA 13 compiles for Turing (sm_75) and newer; Caffe's own list stops at Pascal.
-    # -isystem cccl: where the wheels keep nv/target, thrust and cub (a system CUDA has them in include).
+    # nvcc gets C++17 (CUDA 13's thrust needs it) and not the host flags, which ask for C++14;
+    # -isystem cccl is where the wheels keep nv/target, thrust and cub (a system CUDA has them in include).
     device_flags=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF "-DCUDA_TOOLKIT_ROOT_DIR=$toolkit"
         -DCUDA_ARCH_NAME=Manual "-DCUDA_ARCH_BIN=${CUDA_ARCH_BIN:-75 80 86 89 90}" -DCUDA_ARCH_PTX=90
-        "-DCUDA_NVCC_FLAGS=-isystem;$toolkit/include/cccl")
+        -DCUDA_PROPAGATE_HOST_FLAGS=OFF
+        "-DCUDA_NVCC_FLAGS=-std=c++17;-isystem;$toolkit/include/cccl;-I/usr/include/hdf5/serial")
 else
     device_flags=(-DCPU_ONLY=ON)
 fi

