@@ -104,6 +104,8 @@ def plot(runs: list[dict], path: str) -> None:
             [100 * list(f["stages"].values())[-1]["top1"] for f in chosen],
             label=schedule,
         )
+    pretrained = 100 * runs[0]["pretrained_top1"]
+    axes.axhline(pretrained, color="black", linestyle="--", linewidth=1, label=f"pretrained, dense ({pretrained:.2f}%)")
     axes.axhline(99.0, color="grey", linestyle=":", linewidth=1)
     axes.axvline(50.0, color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("compression ratio (dense caffemodel / .cmps)")
