@@ -28,8 +28,9 @@ something else:
 * the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
   in, where Caffe's CMake globs pick them up.
 
-Running it again is harmless: a patched file is recognised by its marker and left
-alone, and the copied sources are refreshed.
+Running it again is harmless, and picks up a changed patch: every patch starts
+from the sdist's text, kept as ``FILE.orig`` the first time, and only files whose
+result changed are rewritten, so make rebuilds only what a change touches.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import shutil
 import sys
 from pathlib import Path
 
-MARKER = "cmpstore"
 HERE = Path(__file__).resolve().parent
 
 PROTO_FIELDS = {
@@ -106,7 +106,7 @@ GPU_BUILD = (
         "# ---[ CUDA (cmpstore: the sdist leaves it out)\n"
         "include(cmake/Cuda.cmake)\n"
         "if(NOT CPU_ONLY AND NOT HAVE_CUDA)\n"
-        "  message(FATAL_ERROR \"CPU_ONLY=OFF, but no CUDA toolkit was found (set CUDA_TOOLKIT_ROOT_DIR)\")\n"
+        '  message(FATAL_ERROR "CPU_ONLY=OFF, but no CUDA toolkit was found (set CUDA_TOOLKIT_ROOT_DIR)")\n'
         "endif()\n\n"
         "# ---[ Google-protobuf\n",
     ),
@@ -114,6 +114,7 @@ GPU_BUILD = (
         "python/CMakeLists.txt",
         "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n",
         "if(HAVE_CUDA)  # cmpstore: the GPU code, compiled by nvcc into the same module\n"
+        "  include_directories(${CUDA_INCLUDE_DIRS})\n"
         "  caffe_cuda_compile(cuda_objs ${cuda})\n"
         "  list(APPEND srcs ${cuda_objs})\n"
         "endif()\n"
@@ -139,16 +140,13 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def insert_after(text: str, anchor: str, addition: str, path: Path) -> str:
+def replaced_once(text: str, anchor: str, replacement: str, path: Path) -> str:
     if text.count(anchor) != 1:
         fail(f"{path}: expected exactly one occurrence of {anchor.strip()!r}, found {text.count(anchor)}")
-    return text.replace(anchor, anchor + addition)
+    return text.replace(anchor, replacement)
 
 
-def patch_proto(path: Path) -> None:
-    text = path.read_text()
-    if MARKER in text:
-        return
+def with_proto_fields(text: str, path: Path) -> str:
     for message, fields in PROTO_FIELDS.items():
         start = text.find(message)
         if start < 0:
@@ -162,53 +160,47 @@ def patch_proto(path: Path) -> None:
             if f"= {number};" in body or f"= {number} " in body:
                 fail(f"{path}: {message!r} already uses field number {number}")
         text = text[: end + 1] + fields + text[end + 1 :]
-    path.write_text(text)
+    return text
 
 
-def patch_layer_header(path: Path) -> None:
-    text = path.read_text()
-    if MARKER in text:
-        return
-    path.write_text(insert_after(text, *LAYER_HOOK, path))
+def with_layer_hook(text: str, path: Path) -> str:
+    anchor, addition = LAYER_HOOK
+    return replaced_once(text, anchor, anchor + addition, path)
 
 
-def patch_net(path: Path) -> None:
-    text = path.read_text()
-    if MARKER in text:
-        return
+def with_net_hooks(text: str, path: Path) -> str:
     for anchor, addition in NET_HOOKS:
-        text = insert_after(text, anchor, addition, path)
-    path.write_text(text)
+        text = replaced_once(text, anchor, anchor + addition, path)
+    return text
 
 
-def patch_device_query(path: Path) -> None:
-    text = path.read_text()
-    if MARKER in text:
-        return
+def with_device_attributes(text: str, path: Path) -> str:
     anchor, helper = DEVICE_QUERY_HELPER
     gpu_query = text.rfind(anchor)  # the CPU_ONLY build has a stub of the same name before it
     if gpu_query < 0:
         fail(f"{path}: no {anchor.strip()!r}")
     text = text[:gpu_query] + helper + text[gpu_query:]
     for field, replacement in DEVICE_QUERY_FIELDS.items():
-        if text.count(field) != 1:
-            fail(f"{path}: expected exactly one {field!r}, found {text.count(field)}")
-        text = text.replace(field, replacement)
-    path.write_text(text)
+        text = replaced_once(text, field, replacement, path)
+    return text
 
 
-def patch_gpu_build(root: Path) -> None:
-    # The sdist ships a caffe.pb.h from an old protoc, without the Cmp fields; the build generates
-    # the right one, but nvcc's include order would find this one first.
-    (root / "include/caffe/proto/caffe.pb.h").unlink(missing_ok=True)
-    for name, anchor, replacement in GPU_BUILD:
-        path = root / name
-        text = path.read_text()
-        if MARKER in text:
-            continue
-        if text.count(anchor) != 1:
-            fail(f"{path}: expected exactly one occurrence of {anchor.strip()!r}, found {text.count(anchor)}")
-        path.write_text(text.replace(anchor, replacement))
+def patch(path: Path, *edits) -> None:
+    """Apply ``edits`` to the sdist's own text of ``path``, kept beside it as ``.orig`` the first time.
+
+    Starting from the pristine text every time, a changed patch replaces the old one; a file whose
+    patched text is unchanged is not rewritten, so make rebuilds only what a change touches.
+    """
+    pristine = path.with_name(path.name + ".orig")
+    if not pristine.exists():
+        if "cmpstore" in path.read_text():
+            fail(f"{path} was patched by an older cmpstore: delete this source tree and rerun")
+        shutil.copyfile(path, pristine)
+    text = pristine.read_text()
+    for edit in edits:
+        text = edit(text, path)
+    if path.read_text() != text:
+        path.write_text(text)
 
 
 def copy_sources(root: Path) -> None:
@@ -216,19 +208,24 @@ def copy_sources(root: Path) -> None:
         for source in (HERE / part).rglob("*"):
             if source.is_file():
                 target = root / source.relative_to(HERE)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
+                if not target.exists() or target.read_bytes() != source.read_bytes():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         fail("usage: patch_caffe.py CAFFE_SOURCE_DIR")
     root = Path(argv[1])
-    patch_proto(root / "src/caffe/proto/caffe.proto")
-    patch_layer_header(root / "include/caffe/layer.hpp")
-    patch_net(root / "src/caffe/net.cpp")
-    patch_device_query(root / "src/caffe/common.cpp")
-    patch_gpu_build(root)
+    patch(root / "src/caffe/proto/caffe.proto", with_proto_fields)
+    patch(root / "include/caffe/layer.hpp", with_layer_hook)
+    patch(root / "src/caffe/net.cpp", with_net_hooks)
+    patch(root / "src/caffe/common.cpp", with_device_attributes)
+    for name, anchor, replacement in GPU_BUILD:
+        patch(root / name, lambda text, path, a=anchor, r=replacement: replaced_once(text, a, r, path))
+    # The sdist ships a caffe.pb.h from an old protoc, without the Cmp fields; the build generates
+    # the right one, but nvcc's include order would find this one first.
+    (root / "include/caffe/proto/caffe.pb.h").unlink(missing_ok=True)
     copy_sources(root)
     return 0
 
