@@ -24,7 +24,9 @@ something else:
   patched files find CUDA (or stop with an error), compile the ``.cu`` sources and
   link cudart, cuBLAS and cuRAND; a CPU build is configured as before.  Its
   ``proposal_layer.cu`` instantiates a ``Backward_gpu`` that nothing defines; the
-  patch defines it as the empty function its CPU twin is;
+  patch defines it as the empty function its CPU twin is.  Six of its layers
+  (ReLU6, HardSigmoid, ...) have no GPU code at all; a GPU build runs their CPU
+  code instead of leaving ``_caffe.so`` with undefined symbols;
 * the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
   in, where Caffe's CMake globs pick them up.
 
@@ -35,6 +37,7 @@ result changed are rewritten, so make rebuilds only what a change touches.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -203,6 +206,39 @@ def patch(path: Path, *edits) -> None:
         path.write_text(text)
 
 
+CPU_FALLBACK = """#else  // cmpstore: the sdist has no GPU code for this layer; a GPU build runs its CPU code
+template <typename Dtype>
+void {layer}<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {{
+  Forward_cpu(bottom, top);
+}}
+template <typename Dtype>
+void {layer}<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const vector<Blob<Dtype>*>& bottom) {{
+  Backward_cpu(top, propagate_down, bottom);
+}}
+"""
+
+
+def layers_without_gpu_code(root: Path) -> dict[Path, str]:
+    """Layer sources that stub their GPU functions for CPU_ONLY while no .cu file defines them."""
+    cuda = "".join(path.read_text() for path in (root / "src/caffe/layers").glob("*.cu"))
+    found = {}
+    for source in sorted((root / "src/caffe/layers").glob("*.cpp")):
+        text = source.with_name(source.name + ".orig") if source.with_name(source.name + ".orig").exists() else source
+        match = re.search(r"^\s*STUB_GPU\((\w+)\);", text.read_text(), re.MULTILINE)  # not a commented-out one
+        if match and f"{match.group(1)}<Dtype>::Forward_gpu" not in cuda and f"({match.group(1)})" not in cuda:
+            found[source] = match.group(1)
+    return found
+
+
+def with_cpu_fallback(layer: str):
+    def edit(text: str, path: Path) -> str:
+        stub = f"STUB_GPU({layer});"
+        return replaced_once(text, stub, stub + "\n" + CPU_FALLBACK.format(layer=layer).rstrip("\n"), path)
+
+    return edit
+
+
 def copy_sources(root: Path) -> None:
     for part in ("include", "src"):
         for source in (HERE / part).rglob("*"):
@@ -223,6 +259,8 @@ def main(argv: list[str]) -> int:
     patch(root / "src/caffe/common.cpp", with_device_attributes)
     for name, anchor, replacement in GPU_BUILD:
         patch(root / name, lambda text, path, a=anchor, r=replacement: replaced_once(text, a, r, path))
+    for source, layer in layers_without_gpu_code(root).items():
+        patch(source, with_cpu_fallback(layer))
     # The sdist ships a caffe.pb.h from an old protoc, without the Cmp fields; the build generates
     # the right one, but nvcc's include order would find this one first.
     (root / "include/caffe/proto/caffe.pb.h").unlink(missing_ok=True)
