@@ -6,7 +6,7 @@ For each schedule's final settings (default: the fork's seed schedule),
 loads ../shared/models/lenet_iter_10000.caffemodel into a deploy LeNet whose
 pruned layers are CmpConvolution/CmpInnerProduct, lets Caffe save what the
 layers made of the weights (no forward pass), and compares each layer with
-:func:`cmpstore.transform.prune_and_share` on the same weights: masks
+:func:`cmpstore.compression.transform.prune_and_share` on the same weights: masks
 (identical or not), centroids (largest difference), and whether every
 weight is the same float32 bits.
 """
@@ -23,8 +23,8 @@ import numpy as np
 from common import ROOT, SHARED_MODELS
 
 from cmpstore import api
+from cmpstore.compression.transform import prune_and_share
 from cmpstore.finetune.schedule import load_schedule
-from cmpstore.transform import prune_and_share
 
 DEPLOY = ROOT / "tests" / "caffe" / "lenet_deploy.prototxt"
 KINDS = {"Convolution": "convolution_param", "InnerProduct": "inner_product_param"}

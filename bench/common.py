@@ -15,7 +15,8 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cmpstore import api, netproto  # noqa: E402
+from cmpstore import api  # noqa: E402
+from cmpstore.caffe import netproto  # noqa: E402
 
 SHARED_MODELS = ROOT.parent / "shared" / "models"
 

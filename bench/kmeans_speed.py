@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from cmpstore import kmeans  # noqa: E402
+from cmpstore.compression import kmeans  # noqa: E402
 
 
 def survivors(count: int, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,8 @@ import tempfile
 
 from common import SHARED_MODELS, best_time, paper_scheme_bytes
 
-from cmpstore import api, encoding
+from cmpstore import api
+from cmpstore.cmps import encoding
 
 DEFAULT = SHARED_MODELS / "lenet_pq_seed_schedule.caffemodel"
 GENERIC = [

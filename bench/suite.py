@@ -25,10 +25,11 @@ import tempfile
 import numpy as np
 from common import SHARED_MODELS, best_time, measured, paper_scheme_bytes
 
-from cmpstore import api, encoding, synthetic
-from cmpstore._proto import caffe_pb2
-from cmpstore.caffemodel import split_caffemodel
-from cmpstore.relative_index import gaps_with_fillers
+from cmpstore import api, synthetic
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.cmps import encoding
+from cmpstore.streams.relative_index import gaps_with_fillers
 
 GENERIC = {
     "zstd -19": (["zstd", "-19", "-q", "-c"], ["zstd", "-d", "-q", "-c"]),

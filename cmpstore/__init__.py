@@ -7,8 +7,8 @@ model bit for bit.
 """
 
 from .api import decode, detect_format, encode, inspect, load_model, load_weights, report, save_model, verify
+from .compression.transform import compress_weights
 from .errors import CmpstoreError, FormatError, ModelError, UsageError
-from .transform import compress_weights
 
 __version__ = "0.1.0"
 

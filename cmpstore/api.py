@@ -7,15 +7,17 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from . import caffemodel, container, dense_writer, encoding, hdf5, netproto, selectors
 from .atomic import atomic_output, refuse_overwriting_input, write_chunks
+from .caffe import caffemodel, hdf5, netproto
+from .caffe.model import PAYLOAD_DTYPE, BlobAddress, Model
+from .caffe.netproto import LayerInfo
+from .cmps import container, dense_writer, encoding
 from .codecs import codec_for_id
+from .compression import selectors
 from .errors import FormatError, ModelError, UsageError, reading
-from .model import PAYLOAD_DTYPE, BlobAddress, Model
-from .netproto import LayerInfo
 from .progress import silent
-from .relative_index import MAX_INDEX_BITS, MIN_INDEX_BITS
 from .report import Report, build_report
+from .streams.relative_index import MAX_INDEX_BITS, MIN_INDEX_BITS
 
 _PROBE_BYTES = 16
 
@@ -203,7 +205,7 @@ def decode_to_caffemodel(
 
     The fast way to the same file as ``decode(source, output)``: blobs are
     written one by one at their offsets, in parallel for large models, and the
-    dense model is never held in memory (see :mod:`cmpstore.dense_writer`).
+    dense model is never held in memory (see :mod:`cmpstore.cmps.dense_writer`).
 
     Examples
     --------

@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 
-from . import __version__, api, caffemodel, kmeans, netproto, selectors, transform
+from . import __version__, api
 from .atomic import refuse_overwriting_input
+from .caffe import caffemodel, netproto
+from .cmps.container import FILE_EXTENSION
 from .codecs.sparse import MAX_CODEBOOK_ENTRIES
-from .container import FILE_EXTENSION
+from .compression import kmeans, selectors, transform
 from .errors import CmpstoreError, ModelError, UsageError, reading
 from .progress import Progress, wants_bar
 from .report import format_outcomes, format_table
@@ -243,7 +245,7 @@ def _verify(args) -> int:
 
 
 def _import_han(args) -> int:
-    from .han import import_han
+    from .caffe.han import import_han
 
     _check_output(args.output, args.force, args.net)
     with reading(args.net, ModelError):

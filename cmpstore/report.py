@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from . import caffemodel, encoding
-from .model import PAYLOAD_DTYPE
+from .caffe import caffemodel
+from .caffe.model import PAYLOAD_DTYPE
+from .cmps import encoding
 
 #: Bumped whenever a key of ``report --json`` changes meaning or goes away.
 REPORT_VERSION = 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import netproto
-from .model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
+from .caffe import netproto
+from .caffe.model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def pruned_quantized(shape, density: float, clusters: int | None, rng: np.random
 
 
 def build_model(specs=LENET, seed: int = 0, name: str = "example") -> Model:
-    """A binary-caffemodel :class:`~cmpstore.model.Model` with these weight layers."""
+    """A binary-caffemodel :class:`~cmpstore.caffe.model.Model` with these weight layers."""
     rng = np.random.default_rng(seed)
     net = netproto.NetParameter(name=name)
     payloads = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmpstore import wire
-from cmpstore._proto import caffe_pb2
-from cmpstore.caffemodel import caffemodel_bytes
+from cmpstore.caffe import wire
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.caffe.caffemodel import caffemodel_bytes
 from cmpstore.synthetic import LENET, build_model, pruned_quantized
 
 

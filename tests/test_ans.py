@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore import ans
 from cmpstore.errors import FormatError
-from cmpstore.varint import Reader, encode_varint
+from cmpstore.streams import ans
+from cmpstore.streams.varint import Reader, encode_varint
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,7 +10,7 @@ import pytest
 from nets import lenet_like_bytes
 
 from cmpstore import api
-from cmpstore.caffemodel import split_caffemodel
+from cmpstore.caffe.caffemodel import split_caffemodel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ def stalling_pwrite(descriptor, data, offset):
 
 os.pwrite = stalling_pwrite
 if in_workers:
-    import cmpstore.dense_writer
-    cmpstore.dense_writer.PARALLEL_ABOVE_BYTES = 0
+    import cmpstore.cmps.dense_writer
+    cmpstore.cmps.dense_writer.PARALLEL_ABOVE_BYTES = 0
     os.cpu_count = lambda: 2
 from cmpstore.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from common import CAFFE_DIR, pycaffe_env, run_caffe, run_cli, shared_model
 
-from cmpstore import api, netproto
-from cmpstore.caffemodel import join_caffemodel
-from cmpstore.model import Model
-from cmpstore.transform import compress_weights
+from cmpstore import api
+from cmpstore.caffe import netproto
+from cmpstore.caffe.caffemodel import join_caffemodel
+from cmpstore.caffe.model import Model
+from cmpstore.compression.transform import compress_weights
 
 pytestmark = pytest.mark.caffe
 

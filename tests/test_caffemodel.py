@@ -6,10 +6,10 @@ from common import assert_bit_identical, shared_model
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes, unpack_floats
 
 from cmpstore import api
-from cmpstore._proto import caffe_pb2
-from cmpstore.caffemodel import caffemodel_bytes, caffemodel_size, join_caffemodel, split_caffemodel
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.caffe.caffemodel import caffemodel_bytes, caffemodel_size, join_caffemodel, split_caffemodel
+from cmpstore.caffe.model import DOUBLE_DATA_FIELD, LEGACY_LAYER_FIELD
 from cmpstore.errors import ModelError
-from cmpstore.model import DOUBLE_DATA_FIELD, LEGACY_LAYER_FIELD
 
 
 def protobuf_values(data: bytes) -> list[np.ndarray]:

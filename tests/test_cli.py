@@ -48,7 +48,7 @@ def test_report_on_caffemodel_shows_what_encode_writes(lenet, tmp_path):
 
 def test_verify_reports_a_difference(lenet, tmp_path):
     from cmpstore import api
-    from cmpstore.caffemodel import split_caffemodel
+    from cmpstore.caffe.caffemodel import split_caffemodel
 
     model = split_caffemodel(lenet.read_bytes())
     values = model.payloads[0].values.copy()
@@ -97,7 +97,7 @@ def test_bad_inputs_to_encode(tmp_path, name, data, message):
 
 
 def test_empty_net(tmp_path):
-    from cmpstore._proto import caffe_pb2
+    from cmpstore.caffe._proto import caffe_pb2
 
     path = write(tmp_path, "empty_net.caffemodel", caffe_pb2.NetParameter(name="nothing").SerializeToString())
     code, _, err = run_cli("encode", path)

@@ -2,9 +2,9 @@
 
 The layers (tools/caffe/, built in by tools/install_pycaffe.sh) must do to
 weights exactly what cmpstore's Python does: the same mask as
-:func:`cmpstore.prune.prune`, the same centroids as :mod:`cmpstore.kmeans`
+:func:`cmpstore.compression.prune.prune`, the same centroids as :mod:`cmpstore.compression.kmeans`
 (here bit for bit; the requirement is 1e-5), and the gradients of
-:func:`cmpstore.gradients.share_gradients`.  Each case loads weights into a
+:func:`cmpstore.compression.gradients.share_gradients`.  Each case loads weights into a
 net of Cmp layers in a Caffe subprocess and compares what comes back.
 """
 
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from common import CAFFE_DIR, bits, pycaffe_env, run_caffe, shared_model
 
-from cmpstore import api, hdf5
-from cmpstore._proto import caffe_pb2
-from cmpstore.gradients import share_gradients
-from cmpstore.transform import prune_and_share
+from cmpstore import api
+from cmpstore.caffe import hdf5
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.compression.gradients import share_gradients
+from cmpstore.compression.transform import prune_and_share
 
 pytestmark = pytest.mark.caffe
 
@@ -108,7 +109,7 @@ def expected_structure(arrays, case: Case):
 def assert_same_structure(loaded: dict, arrays: dict, expected: dict):
     for name, shared in expected.items():
         weights = loaded[name][0]
-        assert np.array_equal(weights != 0, shared.mask), f"{name}: the C++ mask differs from cmpstore.prune"
+        assert np.array_equal(weights != 0, shared.mask), f"{name}: the C++ mask differs from cmpstore.compression.prune"
         if shared.clustering is not None:
             centroids = np.unique(weights[shared.mask]).astype(np.float64)
             python_centroids = np.unique(shared.clustering.centroids.astype(np.float32)).astype(np.float64)

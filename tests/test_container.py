@@ -4,8 +4,9 @@ import zlib
 import pytest
 from nets import lenet_like_bytes
 
-from cmpstore import api, container
-from cmpstore.caffemodel import split_caffemodel
+from cmpstore import api
+from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.cmps import container
 from cmpstore.errors import FormatError
 from cmpstore.synthetic import LayerSpec, build_model
 

@@ -5,9 +5,10 @@ import concurrent.futures
 import pytest
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
 
-from cmpstore import api, container, dense_writer
-from cmpstore.caffemodel import caffemodel_bytes, split_caffemodel
-from cmpstore.container import read_sections
+from cmpstore import api
+from cmpstore.caffe.caffemodel import caffemodel_bytes, split_caffemodel
+from cmpstore.cmps import container, dense_writer
+from cmpstore.cmps.container import read_sections
 from cmpstore.errors import FormatError
 from cmpstore.synthetic import LENET, build_model
 

@@ -9,11 +9,12 @@ import pytest
 from common import LENET_EXAMPLE as LENET
 from common import ROOT_ENV, run_deep_compress
 
-from cmpstore import api, netproto
+from cmpstore import api
+from cmpstore.caffe import netproto
+from cmpstore.compression.prune import pruned_count
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
-from cmpstore.prune import pruned_count
 from cmpstore.synthetic import build_model
 
 SEED_SCHEDULE = LENET / "seed_schedule.json"

@@ -18,10 +18,10 @@ from common import LENET_EXAMPLE as LENET
 from common import SHARED_MODELS, bits, pycaffe_env, run_caffe, run_deep_compress
 
 from cmpstore import api
+from cmpstore.compression.prune import pruned_count
+from cmpstore.compression.transform import prune_and_share
 from cmpstore.finetune.data import default_spec
 from cmpstore.finetune.schedule import load_schedule
-from cmpstore.prune import pruned_count
-from cmpstore.transform import prune_and_share
 
 pytestmark = pytest.mark.caffe
 
@@ -166,7 +166,7 @@ def test_both_backends_train_the_same_weights_bit_for_bit(runs):
 
 
 def test_cmp_layers_prune_each_stage_as_cmpstore_does(runs):
-    """Each stage's newly pruned layer: the C++ mask is cmpstore.prune's on the previous stage's weights."""
+    """Each stage's newly pruned layer: the C++ mask is cmpstore.compression.prune's on the previous stage's weights."""
     _, work, _ = runs["cmp"]
     previous = api.load_weights(pretrained_weights(runs["cmp"][0]))
     for index, stage_dir in enumerate(stage_dirs(work)):

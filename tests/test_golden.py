@@ -4,7 +4,7 @@ import hashlib
 import pathlib
 
 from cmpstore import api
-from cmpstore.caffemodel import caffemodel_bytes
+from cmpstore.caffe.caffemodel import caffemodel_bytes
 
 GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden-v1.cmps"
 # sha256 of the dense caffemodel that was encoded into golden-v1.cmps (a seeded

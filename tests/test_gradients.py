@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore.gradients import share_gradients
+from cmpstore.compression.gradients import share_gradients
 
 
 def loop_reference(gradient, mask, labels, reduce):

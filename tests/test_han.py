@@ -5,8 +5,8 @@ import pytest
 from common import assert_bit_identical, run_cli
 
 from cmpstore import api
+from cmpstore.caffe.han import import_han
 from cmpstore.errors import ModelError
-from cmpstore.han import import_han
 
 PROTOTXT = """
 name: "tiny"

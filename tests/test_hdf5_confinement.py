@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from common import run_cli
 
-from cmpstore import api, hdf5
+from cmpstore import api
+from cmpstore.caffe import hdf5
 from cmpstore.errors import ModelError
 
 SECRET = b"root:x:0:0:the secret the hostile file wants copied\n" * 4

@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nets import layer_net_bytes, lenet_like_bytes
 
-from cmpstore import api, container
-from cmpstore._proto import caffe_pb2
-from cmpstore.caffemodel import split_caffemodel
+from cmpstore import api
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.cmps import container
 from cmpstore.errors import CmpstoreError, FormatError, ModelError
+from cmpstore.streams.varint import encode_varint
 from cmpstore.synthetic import LayerSpec, build_model
-from cmpstore.varint import encode_varint
 
 SMALL = api.encode(build_model((LayerSpec("c", "Convolution", (4, 1, 3, 3), 0.5, 8),), seed=3))
 ZOO = api.encode(split_caffemodel(layer_net_bytes()))

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmpstore.errors import FormatError
-from cmpstore.huffman import MAX_CODE_LENGTH, CanonicalCode, code_lengths, coded_bits, read_stream, write_stream
-from cmpstore.varint import Reader, encode_varint
+from cmpstore.streams.huffman import MAX_CODE_LENGTH, CanonicalCode, code_lengths, coded_bits, read_stream, write_stream
+from cmpstore.streams.varint import Reader, encode_varint
 
 
 def roundtrip(symbols: np.ndarray, alphabet: int) -> bytes:

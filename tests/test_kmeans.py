@@ -4,9 +4,10 @@ from common import shared_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore import api, kmeans
-from cmpstore.prune import prune
-from cmpstore.transform import compress_weights, prune_and_share
+from cmpstore import api
+from cmpstore.compression import kmeans
+from cmpstore.compression.prune import prune
+from cmpstore.compression.transform import compress_weights, prune_and_share
 
 RATIOS = {"conv1": 0.33, "conv2": 0.8, "fc1": 0.9, "fc2": 0.8}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from cmpstore import netproto
+from cmpstore.caffe import netproto
 from cmpstore.errors import ModelError
 
 LENET_TRAIN_TEST = """

@@ -7,8 +7,9 @@ import pytest
 from common import shared_model
 from nets import lenet_like_bytes
 
-from cmpstore import api, encoding
-from cmpstore.caffemodel import split_caffemodel
+from cmpstore import api
+from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.cmps import encoding
 
 
 def huffman_total_bits(frequencies) -> int:

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from cmpstore._proto import caffe_pb2
+from cmpstore.caffe._proto import caffe_pb2
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-GENERATED = ROOT / "cmpstore" / "_proto" / "caffe_pb2.py"
+GENERATED = ROOT / "cmpstore" / "caffe" / "_proto" / "caffe_pb2.py"
 
 
 def test_generated_module_matches_the_schema_digest():

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cmpstore import api
-from cmpstore.prune import prune, pruned_count
+from cmpstore.compression.prune import prune, pruned_count
 
 RATIOS = {"conv1": 0.33, "conv2": 0.8, "fc1": 0.9, "fc2": 0.8}
 

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore.relative_index import gap_histogram, gaps_with_fillers, nonzero_gaps, positions_from_gaps
+from cmpstore.streams.relative_index import gap_histogram, gaps_with_fillers, nonzero_gaps, positions_from_gaps
 
 
 @settings(max_examples=200, deadline=None)

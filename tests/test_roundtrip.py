@@ -7,8 +7,8 @@ from common import assert_bit_identical, shared_model
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
 
 from cmpstore import api
-from cmpstore.caffemodel import caffemodel_bytes, split_caffemodel
-from cmpstore.model import SourceFormat
+from cmpstore.caffe.caffemodel import caffemodel_bytes, split_caffemodel
+from cmpstore.caffe.model import SourceFormat
 
 MODELS = {
     "lenet-like": lenet_like_bytes,
@@ -88,7 +88,7 @@ def test_deploy_turns_cmp_layers_into_stock_ones(tmp_path):
     source.write_bytes(layer_net_bytes())
     api.encode(source, tmp_path / "m.cmps")
     model = api.decode(tmp_path / "m.cmps", tmp_path / "deploy.caffemodel", deploy=True)
-    from cmpstore import netproto
+    from cmpstore.caffe import netproto
 
     net = netproto.parse_skeleton(model.skeleton)
     ip = [layer for layer in net.layer if layer.name == "ip_t"][0]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate cmpstore/_proto/caffe_pb2.py from proto/caffe.proto.
+"""Regenerate cmpstore/caffe/_proto/caffe_pb2.py from proto/caffe.proto.
 
 Needs the dev extra (grpcio-tools, which bundles protoc); users never run
 this, the generated module ships in the package.  The output registers its
@@ -21,7 +21,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto" / "caffe.proto"
-OUTPUT = ROOT / "cmpstore" / "_proto" / "caffe_pb2.py"
+OUTPUT = ROOT / "cmpstore" / "caffe" / "_proto" / "caffe_pb2.py"
 DEFAULT_POOL = "_descriptor_pool.Default().AddSerializedFile("
 PRIVATE_POOL = "_descriptor_pool.DescriptorPool().AddSerializedFile("
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codebook import bit_patterns
+from ..streams.codebook import bit_patterns
 
 
 @dataclass

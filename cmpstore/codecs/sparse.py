@@ -4,7 +4,7 @@ This is the storage scheme of Deep Compression (Han, Mao, Dally 2016, sec. 2
 and 4).  The nonzeros of a blob (by bit pattern: ``-0.0`` counts as nonzero)
 are stored as entries in position order.  Each entry has
 
-* a gap symbol in the *index stream* (see :mod:`cmpstore.relative_index`), and
+* a gap symbol in the *index stream* (see :mod:`cmpstore.streams.relative_index`), and
 * a codebook index in the *weight stream*, or, when the blob has more
   distinct values than :data:`MAX_CODEBOOK_ENTRIES` or a codebook would not
   pay off, the raw value.
@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ans, huffman
-from ..codebook import bit_patterns, build_codebook, codebook_bytes, read_codebook
 from ..errors import FormatError
-from ..relative_index import (
+from ..streams import ans, huffman
+from ..streams.codebook import bit_patterns, build_codebook, codebook_bytes, read_codebook
+from ..streams.relative_index import (
     MAX_INDEX_BITS,
     MIN_INDEX_BITS,
     gap_histogram,
@@ -40,7 +40,7 @@ from ..relative_index import (
     nonzero_gaps,
     positions_from_gaps,
 )
-from ..varint import Reader, encode_varint
+from ..streams.varint import Reader, encode_varint
 from .base import BlobCodec, BlobStats
 
 #: Largest codebook the format allows.
@@ -199,7 +199,7 @@ class SparseCodec(BlobCodec):
 
 
 class SparseAnsCodec(SparseCodec):
-    """:class:`SparseCodec` with both streams range-ANS coded (:mod:`cmpstore.ans`) instead of Huffman.
+    """:class:`SparseCodec` with both streams range-ANS coded (:mod:`cmpstore.streams.ans`) instead of Huffman.
 
     ``index_bits`` is chosen by the Huffman cost, which tracks the ANS cost closely.
 

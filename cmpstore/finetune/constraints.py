@@ -1,9 +1,9 @@
 """Pruning masks and cluster assignments held fixed while a stock Caffe finetunes.
 
 This is the ``stock`` backend's replacement for the fork's Cmp layers: the
-same prune and k-means rules (:mod:`cmpstore.prune`, :mod:`cmpstore.kmeans`),
+same prune and k-means rules (:mod:`cmpstore.compression.prune`, :mod:`cmpstore.compression.kmeans`),
 applied in numpy to the weights once per stage, and the same gradient rule
-(:mod:`cmpstore.gradients`) applied to the weight diffs after every backward
+(:mod:`cmpstore.compression.gradients`) applied to the weight diffs after every backward
 pass, before the solver's update.  Why that is enough to keep the structure
 exact through the whole stage: a pruned weight's diff is zero, so weight
 decay (which adds ``decay * weight = 0``) and momentum (whose history starts
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..gradients import share_gradients
-from ..transform import prune_and_share
+from ..compression.gradients import share_gradients
+from ..compression.transform import prune_and_share
 
 
 @dataclass

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import api, netproto
+from .. import api
 from ..atomic import write_chunks
+from ..caffe import netproto
 from ..errors import UsageError
 from ..report import format_table
 from .constraints import LayerConstraint, constrain, structure

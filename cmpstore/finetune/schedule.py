@@ -30,8 +30,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..compression.prune import pruned_count
 from ..errors import UsageError
-from ..prune import pruned_count
 
 SOLVER_FIELDS = frozenset(
     {"base_lr", "momentum", "weight_decay", "lr_policy", "gamma", "power", "stepsize", "display", "type", "random_seed"}

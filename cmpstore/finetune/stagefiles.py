@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import netproto
+from ..caffe import netproto
 from ..errors import UsageError
 
 #: Layer types that read data from a database or file; the driver replaces them by Input layers.

@@ -16,7 +16,7 @@ with atheris.instrument_imports(include=["cmpstore"]):
     from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes, unpack_floats
 
     from cmpstore import api
-    from cmpstore.caffemodel import caffemodel_bytes, split_caffemodel
+    from cmpstore.caffe.caffemodel import caffemodel_bytes, split_caffemodel
     from cmpstore.errors import CmpstoreError
 
 

@@ -20,7 +20,7 @@ with atheris.instrument_imports(include=["cmpstore"]):
     from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
 
     from cmpstore import api
-    from cmpstore.caffemodel import split_caffemodel
+    from cmpstore.caffe.caffemodel import split_caffemodel
     from cmpstore.errors import CmpstoreError
     from cmpstore.synthetic import LayerSpec, build_model
 

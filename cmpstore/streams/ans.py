@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 from .varint import Reader, encode_varint
 
 

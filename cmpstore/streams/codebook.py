@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 from .varint import Reader, encode_varint
 
 _UNSIGNED = {4: np.dtype("<u4"), 8: np.dtype("<u8")}

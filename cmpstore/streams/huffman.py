@@ -36,7 +36,7 @@ import numpy as np
 from bitarray import bitarray, frozenbitarray
 from bitarray.util import ba2int, canonical_decode, int2ba
 
-from .errors import FormatError
+from ..errors import FormatError
 from .varint import Reader, encode_varint
 
 #: Longest code cmpstore writes or accepts (bitarray decodes up to 31).

@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
+from ..errors import ModelError
 from . import netproto
-from .errors import ModelError
 from .model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
 from .shapes import parameter_shapes
 

@@ -1,10 +1,10 @@
 """Decode a ``.cmps`` file straight into a binary caffemodel on disk.
 
-Why not decode to a :class:`~cmpstore.model.Model` and write that: for a
+Why not decode to a :class:`~cmpstore.caffe.model.Model` and write that: for a
 VGG-16-sized model, allocating and scattering into 550 MB of fresh arrays,
 then copying them to the file, took as long as the entropy decoding itself.
 Here the file's layout is computed from the skeleton first
-(:func:`cmpstore.caffemodel.caffemodel_layout`); each blob is then decoded
+(:func:`cmpstore.caffe.caffemodel.caffemodel_layout`); each blob is then decoded
 on its own and written at its offset with ``pwrite``, a sparse blob through
 one small reused buffer that is zeroed and filled with the entries of each
 window in turn.  Blobs are independent, so large models spread them over
@@ -22,14 +22,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import netproto
-from .atomic import atomic_output
-from .caffemodel import caffemodel_layout
-from .codecs import SparseCodec, codec_for_id
+from ..atomic import atomic_output
+from ..caffe import netproto
+from ..caffe.caffemodel import caffemodel_layout
+from ..caffe.model import PAYLOAD_DTYPE
+from ..codecs import SparseCodec, codec_for_id
+from ..errors import UsageError
+from ..progress import silent
 from .encoding import read_container
-from .errors import UsageError
-from .model import PAYLOAD_DTYPE
-from .progress import silent
 
 #: Bytes of dense output per pwrite from a sparse blob: large enough to amortise the call, small enough for cache.
 WINDOW_BYTES = 1 << 22
@@ -53,7 +53,7 @@ def write_caffemodel(
     Parameters
     ----------
     deploy : bool
-        Make Cmp layers stock first (see :func:`cmpstore.netproto.to_deploy`).
+        Make Cmp layers stock first (see :func:`cmpstore.caffe.netproto.to_deploy`).
     workers : int, optional
         Processes to decode blobs in; default: the CPUs, for models above
         64 MiB where ``fork`` is available, else 1 (in-process).

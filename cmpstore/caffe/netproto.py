@@ -1,7 +1,7 @@
 """Everything that touches Caffe's protobuf schema.
 
 This is the only module that imports the generated ``caffe_pb2``.  It parses
-the weightless skeleton of a net (see :mod:`cmpstore.model`), describes its
+the weightless skeleton of a net (see :mod:`cmpstore.caffe.model`), describes its
 layers, rewrites Cmp layers for stock Caffe, and reads prototxt files.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from google.protobuf import message, text_format
 
+from ..errors import ModelError
 from ._proto import caffe_pb2
-from .errors import ModelError
 from .model import LAYER_FIELD, LEGACY_LAYER_FIELD
 
 NetParameter = caffe_pb2.NetParameter

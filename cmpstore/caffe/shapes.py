@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ModelError
+from ..errors import ModelError
 
 #: Layer types whose top has the shape of their (first) bottom.
 SHAPE_PRESERVING = frozenset(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
-from .wire import encode_varint
+from ..caffe.wire import encode_varint
+from ..errors import FormatError
 
 __all__ = ["Reader", "encode_varint"]
 

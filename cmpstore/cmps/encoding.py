@@ -1,4 +1,4 @@
-"""Encode a :class:`~cmpstore.model.Model` into container sections, and decode them back.
+"""Encode a :class:`~cmpstore.caffe.model.Model` into container sections, and decode them back.
 
 Section payloads (varints are LEB128; see docs/FORMAT.md)::
 
@@ -23,14 +23,15 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import container, netproto
-from .codecs import BlobCodec, BlobStats, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec, codec_for_id
-from .codecs.deflate import inflate_bound
-from .errors import FormatError, ModelError
-from .model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, Payload, SourceFormat
-from .netproto import LayerInfo
-from .progress import silent
-from .varint import Reader, encode_varint
+from ..caffe import netproto
+from ..caffe.model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, Payload, SourceFormat
+from ..caffe.netproto import LayerInfo
+from ..codecs import BlobCodec, BlobStats, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec, codec_for_id
+from ..codecs.deflate import inflate_bound
+from ..errors import FormatError, ModelError
+from ..progress import silent
+from ..streams.varint import Reader, encode_varint
+from . import container
 
 #: Largest blob the format accepts: what fits in protobuf's 2 GiB message limit.
 MAX_BLOB_BYTES = 1 << 31

@@ -1,6 +1,6 @@
 """Prune and weight-share the weight blobs of a model, layer by layer.
 
-Applies :mod:`cmpstore.prune` and :mod:`cmpstore.kmeans` to the first blob
+Applies :mod:`cmpstore.compression.prune` and :mod:`cmpstore.compression.kmeans` to the first blob
 of every Convolution/Deconvolution/InnerProduct layer (and their Cmp
 variants) that a setting names.  Biases and all other blobs are untouched.
 """
@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kmeans, netproto
-from .errors import UsageError
-from .model import Model, Payload
-from .progress import silent
+from ..caffe import netproto
+from ..caffe.model import Model, Payload
+from ..errors import UsageError
+from ..progress import silent
+from . import kmeans
 from .prune import prune
 from .selectors import check_names, setting_for
 
@@ -58,7 +59,7 @@ def compress_weights(
     seed : int
         Seed for the ``random`` initialization.
     empty : {"drop", "relocate"}
-        What Lloyd does with a cluster that empties (see :func:`cmpstore.kmeans.lloyd`).
+        What Lloyd does with a cluster that empties (see :func:`cmpstore.compression.kmeans.lloyd`).
     progress : callable, optional
         Called as ``progress(layer_name, detail)`` after each layer.
 
@@ -114,7 +115,7 @@ def prune_and_share(
 ) -> SharedWeights:
     """Prune ``values`` at ``ratio``, then share the survivors' values among ``cluster_count`` centroids.
 
-    The fork's semantics (see :mod:`cmpstore.prune` and :mod:`cmpstore.kmeans`);
+    The fork's semantics (see :mod:`cmpstore.compression.prune` and :mod:`cmpstore.compression.kmeans`);
     ``ratio`` None prunes only the weights that are already zero, and
     ``cluster_count`` None skips weight sharing.
     """

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from .errors import UsageError
-from .netproto import LayerInfo
+from ..caffe.netproto import LayerInfo
+from ..errors import UsageError
 
 SHORTHANDS = ("conv", "fc")
 Value = TypeVar("Value")

@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .errors import FormatError
+from ..errors import FormatError
 
 MAGIC = b"\x89CMPS\r\n\x1a"
 VERSION = 1

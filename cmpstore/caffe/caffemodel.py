@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ModelError
 from . import wire
-from .errors import ModelError
 from .model import (
     BLOBS_FIELD,
     DATA_FIELD,

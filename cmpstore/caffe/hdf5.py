@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 
+from ..atomic import atomic_output
+from ..errors import ModelError, UsageError
 from . import netproto
-from .atomic import atomic_output
-from .errors import ModelError, UsageError
 from .model import DATA_FIELD, DOUBLE_DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -21,7 +21,7 @@ _VALUE_FIELD = {np.dtype("float32"): DATA_FIELD, np.dtype("float64"): DOUBLE_DAT
 
 
 def read_hdf5(path: str | os.PathLike) -> Model:
-    """Read Caffe HDF5 weights into a :class:`~cmpstore.model.Model`.
+    """Read Caffe HDF5 weights into a :class:`~cmpstore.caffe.model.Model`.
 
     Only values stored inside ``path`` itself are read: external links, soft
     links, external raw storage, virtual datasets, filters that HDF5 would

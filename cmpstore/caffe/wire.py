@@ -2,7 +2,7 @@
 
 Only what cmpstore needs to take the large packed float fields out of a
 caffemodel without handing them to protobuf, and to put them back.  Real
-parsing of everything else is left to protobuf (see :mod:`cmpstore.netproto`).
+parsing of everything else is left to protobuf (see :mod:`cmpstore.caffe.netproto`).
 
 Invariant: every function that reads takes a ``bytes``-like buffer and an
 explicit ``[start, end)`` window, and raises :class:`WireError` instead of

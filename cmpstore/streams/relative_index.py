@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 
 #: index_bits cmpstore chooses among or accepts.
 MIN_INDEX_BITS = 1

@@ -1,0 +1,1 @@
+"""Caffe I/O: binary caffemodels, HDF5 weights, prototxt nets, the authors' .net files."""

@@ -1,0 +1,1 @@
+"""The .cmps file format: framing, writer, reader, and decoding straight into a caffemodel."""

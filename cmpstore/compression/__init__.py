@@ -1,0 +1,1 @@
+"""The compression math: magnitude pruning, k-means weight sharing, shared gradients."""

@@ -1,0 +1,1 @@
+"""Byte-level streams: varints, relative indices, codebooks, Huffman and rANS coding."""
