@@ -23,7 +23,7 @@ import tempfile
 from common import SHARED_MODELS, best_time, paper_scheme_bytes
 
 from cmpstore import api
-from cmpstore.cmps import encoding
+from cmpstore.cmps.reader import open_cmps
 
 DEFAULT = SHARED_MODELS / "lenet_pq_seed_schedule.caffemodel"
 GENERIC = [
@@ -83,11 +83,11 @@ def main() -> int:
     print(f"  encode (file -> .cmps on disk)                   {encode_time * 1000:8.1f} ms")
     print(f"  decode (.cmps -> dense .caffemodel on disk)      {decode_time * 1000:8.1f} ms")
     print(f"  decoded file byte-identical to the input:        {identical}")
-    blobs = encoding.describe_blobs(encoding.read_container(encoded))
-    print(
-        "  index bits chosen: "
-        + ", ".join(f"{b.layer.name}={b.stats.index_bits}" for b in blobs if b.address.blob_index == 0 and b.layer.kind)
-    )
+    cmps = open_cmps(encoded)
+    chosen = [
+        (b.layer.name, cmps.describe(b).index_bits) for b in cmps.entries if b.address.blob_index == 0 and b.layer.kind
+    ]
+    print("  index bits chosen: " + ", ".join(f"{name}={bits}" for name, bits in chosen))
     return 0
 
 

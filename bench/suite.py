@@ -28,7 +28,7 @@ from common import SHARED_MODELS, best_time, measured, paper_scheme_bytes
 from cmpstore import api, synthetic
 from cmpstore.caffe._proto import caffe_pb2
 from cmpstore.caffe.caffemodel import split_caffemodel
-from cmpstore.cmps import encoding
+from cmpstore.cmps.reader import open_cmps
 from cmpstore.streams.relative_index import gaps_with_fillers
 
 GENERIC = {
@@ -104,12 +104,14 @@ def stream_entropy(path: pathlib.Path, encoded: bytes) -> dict:
     model = api.load_model(path)
     values = {p.address: p.values for p in model.payloads}
     coded_bits = entropy_bits = 0.0
-    for blob in encoding.describe_blobs(encoding.read_container(encoded)):
-        if blob.stats.codec != "sparse-ans":
+    cmps = open_cmps(encoded)
+    for blob in cmps.entries:
+        stats = cmps.describe(blob)
+        if stats.codec != "sparse-ans":
             continue
         weights = values[blob.address]
         positions = np.flatnonzero(weights.view(f"u{weights.itemsize}"))
-        gaps, fillers = gaps_with_fillers(positions, blob.stats.index_bits)
+        gaps, fillers = gaps_with_fillers(positions, stats.index_bits)
         _, indices = np.unique(weights[positions].view(f"u{weights.itemsize}"), return_inverse=True)
         symbols = np.zeros(gaps.size, dtype=np.int64)
         keep = np.ones(gaps.size, dtype=bool)
@@ -119,7 +121,7 @@ def stream_entropy(path: pathlib.Path, encoded: bytes) -> dict:
             counts = np.bincount(stream)
             counts = counts[counts > 0]
             entropy_bits += float(-(counts * np.log2(counts / counts.sum())).sum())
-        coded_bits += blob.stats.index_stream_bits + blob.stats.weight_stream_bits
+        coded_bits += stats.index_stream_bits + stats.weight_stream_bits
     return {
         "coded_bits": coded_bits,
         "entropy_bits": entropy_bits,

@@ -6,7 +6,18 @@ container (``.cmps``, see docs/FORMAT.md).  Decoding gives back the dense
 model bit for bit.
 """
 
-from .api import decode, detect_format, encode, inspect, load_model, load_weights, report, save_model, verify
+from .api import (
+    compress,
+    decode,
+    detect_format,
+    encode,
+    inspect,
+    load_model,
+    load_weights,
+    report,
+    save_model,
+    verify,
+)
 from .compression.transform import compress_weights
 from .errors import CmpstoreError, FormatError, ModelError, UsageError
 
@@ -17,6 +28,7 @@ __all__ = [
     "FormatError",
     "ModelError",
     "UsageError",
+    "compress",
     "compress_weights",
     "decode",
     "detect_format",

@@ -1,4 +1,11 @@
-"""The public Python API; the command line is a thin shell over it."""
+"""The public Python API.  Every decision is made here; the command line only parses and prints.
+
+Formats come from :mod:`cmpstore.formats` (inputs by content, outputs by
+``format=`` or extension), compression settings are checked against the
+bounds of :mod:`cmpstore.compression.settings`, and decoding a ``.cmps``
+file to a binary caffemodel streams it blob by blob
+(:mod:`cmpstore.cmps.dense_writer`) without holding the dense model.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +14,26 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .atomic import atomic_output, refuse_overwriting_input, write_chunks
-from .caffe import caffemodel, hdf5, netproto
-from .caffe.model import PAYLOAD_DTYPE, BlobAddress, Model
-from .caffe.netproto import LayerInfo
-from .cmps import container, dense_writer, encoding
-from .codecs import codec_for_id
-from .compression import selectors
+from . import formats
+from .atomic import refuse_overwriting_input, write_chunks
+from .caffe import netproto
+from .caffe.model import Model
+from .cmps import container
+from .cmps.dense_writer import write_caffemodel
+from .cmps.reader import CmpsFile, open_cmps
+from .cmps.writer import SPARSE_CODERS, encode_model
+from .compression import selectors, settings
+from .compression.transform import LayerOutcome, compress_weights
 from .errors import FormatError, ModelError, UsageError, reading
 from .progress import silent
 from .report import Report, build_report
-from .streams.relative_index import MAX_INDEX_BITS, MIN_INDEX_BITS
 
-_PROBE_BYTES = 16
+Progress = Callable[[str, str], None]
 
 
 def detect_format(path: str | os.PathLike) -> str:
     """``"cmps"``, ``"hdf5"`` or ``"caffemodel"``, from the file's first bytes."""
-    head = _open_head(os.fspath(path))
-    if container.looks_like_container(head):
-        return "cmps"
-    if head.startswith(hdf5.HDF5_SIGNATURE):
-        return "hdf5"
-    return "caffemodel"
+    return formats.sniff(path).name
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -46,48 +50,22 @@ def load_model(path: str | os.PathLike) -> Model:
     (8, dtype('float32'))
     """
     path = os.fspath(path)
-    kind = detect_format(path)
-    if kind == "cmps":
-        return decode_bytes(_read_bytes(path), path)
-    with reading(path, ModelError):
-        if kind == "hdf5":
-            return hdf5.read_hdf5(path)
-        buf = _read_bytes(path)
-        try:
-            model = caffemodel.split_caffemodel(buf, path)
-        except ModelError:
-            if _looks_like_text(buf):
-                raise ModelError(
-                    "this is a text file (a prototxt?); cmpstore needs binary .caffemodel weights", path=path
-                ) from None
-            raise
-        check_shapes(model, path)
-        return model
+    return formats.sniff(path).read(path)
 
 
-def check_shapes(model: Model, path: str | None = None) -> list[LayerInfo]:
+def save_model(model: Model, output: str | os.PathLike, *, format: str | None = None) -> None:
+    """Write a model atomically: ``caffemodel``, Caffe ``hdf5`` (``h5``), ``npz`` or ``cmps``.
+
+    ``format`` defaults to what the output's extension says, else a binary
+    caffemodel.  ``npz`` holds the dense weights for deployment outside
+    Caffe, one array per blob named ``<layer>/<blob index>``.
+    """
+    formats.for_output(output, format).write(model, os.fspath(output))
+
+
+def check_shapes(model: Model, path: str | None = None) -> list:
     """Check that every payload's length matches its blob's shape; return the layers."""
-    net = netproto.parse_skeleton(model.skeleton, path)
-    infos = netproto.layer_infos(net)
-    by_address = netproto.layers_by_address(infos)
-    for payload in model.payloads:
-        address = payload.address
-        layer = by_address[(address.layer_field, address.layer_index)]
-        shape = layer.blob_shapes[address.blob_index]
-        expected = netproto.element_count(shape)
-        if expected is None:
-            raise ModelError(
-                f"blob shape {list(shape)} has a negative dimension",
-                path=path,
-                where=f"{layer.label} blob {address.blob_index}",
-            )
-        if payload.values.size != expected:
-            raise ModelError(
-                f"blob holds {payload.values.size} values but its shape {list(shape)} needs {expected}",
-                path=path,
-                where=f"{layer.label} blob {address.blob_index}",
-            )
-    return infos
+    return model.check_shapes(path)
 
 
 def encode(
@@ -95,7 +73,7 @@ def encode(
     output: str | os.PathLike | None = None,
     *,
     index_bits: Mapping[str, int] | None = None,
-    progress: Callable[[str, str], None] = silent,
+    progress: Progress = silent,
     coder: str = "huffman",
 ) -> bytes:
     """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
@@ -132,41 +110,46 @@ def encode(
     >>> encoded[1:5], len(encoded) < 60_000
     (b'CMPS', True)
     """
-    model = source if isinstance(source, Model) else load_model(source)
+    if coder not in SPARSE_CODERS:
+        raise UsageError(f"unknown coder {coder!r}; use {' or '.join(SPARSE_CODERS)}")
     path = None if isinstance(source, Model) else os.fspath(source)
-    if isinstance(source, Model):
-        check_shapes(model)
+    model = source if isinstance(source, Model) else load_model(source)
+    model.check_shapes(path)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
-    if coder not in encoding.SPARSE_CODERS:
-        raise UsageError(f"unknown coder {coder!r}; use huffman or ans")
-    encoded = encoding.encode_model(model, policy, progress, coder)
+    encoded = encode_model(model, policy, progress, coder)
     if output is not None:
         refuse_overwriting_input(output, path)
         write_chunks(output, [encoded])
     return encoded
 
 
-def decode_bytes(buf, path: str | None = None, progress: Callable[[str, str], None] = silent) -> Model:
+def decode_bytes(buf, path: str | None = None, progress: Progress = silent) -> Model:
     """Decode the bytes of a ``.cmps`` file; errors name ``path``."""
     with reading(path):
-        return encoding.decode_model(buf, progress)
+        return open_cmps(buf, path).model(progress)
 
 
 def decode(
     source: str | os.PathLike,
     output: str | os.PathLike | None = None,
     *,
-    format: str = "caffemodel",
+    format: str | None = None,
     deploy: bool = False,
-    progress: Callable[[str, str], None] = silent,
-) -> Model:
-    """Decode a ``.cmps`` file back to a dense model, and write it if ``output`` is given.
+    workers: int | None = None,
+    progress: Progress = silent,
+) -> Model | None:
+    """Decode a ``.cmps`` file: into memory, or into ``output``.
+
+    Without ``output`` the dense model is returned.  With ``output`` it is
+    written there (atomically) and None is returned; a binary caffemodel,
+    the default, is written blob by blob at its offsets, in parallel
+    ``workers`` for large models, without ever holding the dense model.
 
     Parameters
     ----------
-    format : {"caffemodel", "h5", "npz"}
-        Binary caffemodel (byte-identical to a Caffe-written input), Caffe
-        HDF5, or numpy ``.npz`` of the dense weights (see :func:`save_model`).
+    format : {"caffemodel", "hdf5" (or "h5"), "npz"}, optional
+        Default: from the output's extension, else a binary caffemodel
+        (byte-identical to a caffemodel Caffe wrote).
     deploy : bool
         Rename CmpConvolution/CmpInnerProduct to Convolution/InnerProduct and
         drop the fork's fields, so stock Caffe can use the net.
@@ -177,74 +160,76 @@ def decode(
     >>> from cmpstore.synthetic import build_model
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
-    >>> model = decode(folder / "lenet.cmps", folder / "lenet.caffemodel")
-    >>> (folder / "lenet.caffemodel").stat().st_size, len(model.payloads)
-    (1724643, 8)
-    """
-    path = os.fspath(source)
-    if detect_format(path) != "cmps":
-        raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
-    model = decode_bytes(_read_bytes(path), path, progress)
-    if deploy:
-        model = Model(netproto.deploy_skeleton(model.skeleton, path), model.payloads, model.source_format)
-    if output is not None:
-        refuse_overwriting_input(output, path)
-        save_model(model, output, format=format)
-    return model
-
-
-def decode_to_caffemodel(
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    deploy: bool = False,
-    workers: int | None = None,
-    progress: Callable[[str, str], None] = silent,
-) -> int:
-    """Decode a ``.cmps`` file straight into a binary caffemodel; return the bytes written.
-
-    The fast way to the same file as ``decode(source, output)``: blobs are
-    written one by one at their offsets, in parallel for large models, and the
-    dense model is never held in memory (see :mod:`cmpstore.cmps.dense_writer`).
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> from cmpstore.synthetic import build_model
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
-    >>> decode_to_caffemodel(folder / "lenet.cmps", folder / "lenet.caffemodel")
+    >>> len(decode(folder / "lenet.cmps").payloads)
+    8
+    >>> decode(folder / "lenet.cmps", folder / "lenet.caffemodel")
+    >>> (folder / "lenet.caffemodel").stat().st_size
     1724643
     """
     path = os.fspath(source)
-    if detect_format(path) != "cmps":
-        raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
+    cmps = _open(path)
+    if output is None:
+        with reading(path):
+            model = cmps.model(progress)
+        return _deployed(model, path) if deploy else model
     refuse_overwriting_input(output, path)
-    buf = _read_bytes(path)
+    target = formats.for_output(output, format)
     with reading(path):
-        return dense_writer.write_caffemodel(buf, output, deploy=deploy, workers=workers, progress=progress)
+        if target is formats.CAFFEMODEL:
+            write_caffemodel(cmps, output, deploy=deploy, workers=workers, progress=progress)
+            return None
+        model = cmps.model(progress)
+    target.write(_deployed(model, path) if deploy else model, os.fspath(output))
+    return None
 
 
-def save_model(model: Model, output: str | os.PathLike, *, format: str = "caffemodel") -> None:
-    """Write a model atomically: binary ``caffemodel``, Caffe ``h5``, or ``npz``.
+def compress(
+    source: str | os.PathLike | Model,
+    output: str | os.PathLike | None = None,
+    *,
+    ratios: Mapping[str, float] | None = None,
+    clusters: Mapping[str, int] | None = None,
+    init: str = "linear",
+    seed: int = 0,
+    empty: str = "drop",
+    index_bits: Mapping[str, int] | None = None,
+    coder: str = "huffman",
+    progress: Progress = silent,
+) -> tuple[bytes, list[LayerOutcome]]:
+    """Prune, weight-share and encode a model in one go; write the ``.cmps`` to ``output`` if given.
 
-    ``npz`` holds the dense weights for deployment outside Caffe, one array
-    per blob named ``<layer>/<blob index>``.
+    ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
+    :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``
+    and ``coder`` those of :func:`encode`.
+
+    Returns
+    -------
+    encoded : bytes
+        The ``.cmps`` file.
+    outcomes : list of LayerOutcome
+        What pruning and sharing did to each layer.
+
+    Examples
+    --------
+    >>> from cmpstore.synthetic import build_model
+    >>> encoded, outcomes = compress(build_model(seed=0), ratios={"fc": 0.95}, clusters={"fc": 8})
+    >>> [(o.name, o.kept, o.centroids) for o in outcomes]
+    [('fc1', 17310, 6), ('fc2', 204, 5)]
+    >>> encoded[1:5]
+    b'CMPS'
+
     """
-    if format == "caffemodel":
-        write_chunks(output, caffemodel.join_caffemodel(model))
-    elif format == "h5":
-        hdf5.write_hdf5(model, output)
-    elif format == "npz":
-        arrays = {
-            f"{name}/{index}": blob
-            for name, blobs in weights_by_layer(model).items()
-            for index, blob in enumerate(blobs)
-        }
-        with atomic_output(output) as stream:
-            np.savez(stream, **arrays)
-    else:
-        raise UsageError(f"unknown output format {format!r}; use caffemodel, h5 or npz")
+    path = None if isinstance(source, Model) else os.fspath(source)
+    model = source if isinstance(source, Model) else load_model(source)
+    try:
+        compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
+    except ModelError as exc:
+        raise exc.located(path=path) from None
+    encoded = encode(compressed, None, index_bits=index_bits, coder=coder)
+    if output is not None:
+        refuse_overwriting_input(output, path)
+        write_chunks(output, [encoded])
+    return encoded, outcomes
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
@@ -264,34 +249,15 @@ def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     (['conv1', 'conv2', 'fc1', 'fc2'], (20, 1, 5, 5), (20,))
     """
     path = os.fspath(path)
-    model = load_model(path)
-    return weights_by_layer(model, path)
+    return load_model(path).weights_by_layer(path)
 
 
 def weights_by_layer(model: Model, path: str | None = None) -> dict[str, list[np.ndarray]]:
     """The model's blobs by layer name, shaped (see :func:`load_weights`)."""
-    infos = check_shapes(model, path)
-    values = model.payload_map()
-    weights: dict[str, list[np.ndarray]] = {}
-    for info in infos:
-        if not info.blob_shapes:
-            continue
-        if info.name in weights:
-            raise ModelError("duplicate layer name: weights by name would be ambiguous", path=path, where=info.label)
-        blobs = []
-        for blob_index, shape in enumerate(info.blob_shapes):
-            found = [
-                values[address]
-                for address in (_address(info, blob_index, field) for field in sorted(PAYLOAD_DTYPE, reverse=True))
-                if address in values
-            ]
-            array = found[0] if found else np.zeros(0, dtype="<f4")
-            blobs.append(array.reshape(shape) if array.size else array)
-        weights[info.name] = blobs
-    return weights
+    return model.weights_by_layer(path)
 
 
-def verify(original: str | os.PathLike, encoded: str | os.PathLike) -> list[str]:
+def verify(original: str | os.PathLike, other: str | os.PathLike) -> list[str]:
     """Compare every blob of two model files bit for bit; return the differences (empty if none).
 
     Examples
@@ -304,30 +270,29 @@ def verify(original: str | os.PathLike, encoded: str | os.PathLike) -> list[str]
     >>> verify(folder / "lenet.caffemodel", folder / "lenet.cmps")
     []
     """
-    first = load_weights(original)
-    second = load_weights(encoded)
+    first, second = load_weights(original), load_weights(other)
     problems = []
     for name in sorted(set(first) | set(second)):
-        if name not in second:
-            problems.append(f"layer '{name}' is missing from {os.fspath(encoded)}")
-            continue
-        if name not in first:
-            problems.append(f"layer '{name}' is missing from {os.fspath(original)}")
-            continue
-        if len(first[name]) != len(second[name]):
+        missing_from = other if name not in second else original if name not in first else None
+        if missing_from is not None:
+            problems.append(f"layer '{name}' is missing from {os.fspath(missing_from)}")
+        elif len(first[name]) != len(second[name]):
             problems.append(f"layer '{name}': {len(first[name])} blobs against {len(second[name])}")
-            continue
-        for index, (a, b) in enumerate(zip(first[name], second[name], strict=True)):
-            if a.shape != b.shape or a.dtype != b.dtype:
-                problems.append(
-                    f"layer '{name}' blob {index}: {a.dtype}{list(a.shape)} against {b.dtype}{list(b.shape)}"
-                )
-            elif a.tobytes() != b.tobytes():
-                differing = int(
-                    np.count_nonzero(a.reshape(-1).view(f"u{a.itemsize}") != b.reshape(-1).view(f"u{b.itemsize}"))
-                )
-                problems.append(f"layer '{name}' blob {index}: {differing} of {a.size} values differ")
+        else:
+            for index, (a, b) in enumerate(zip(first[name], second[name], strict=True)):
+                problem = _blob_difference(a, b)
+                if problem:
+                    problems.append(f"layer '{name}' blob {index}: {problem}")
     return problems
+
+
+def _blob_difference(a: np.ndarray, b: np.ndarray) -> str:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"{a.dtype}{list(a.shape)} against {b.dtype}{list(b.shape)}"
+    if a.tobytes() == b.tobytes():
+        return ""
+    differing = np.count_nonzero(a.reshape(-1).view(f"u{a.itemsize}") != b.reshape(-1).view(f"u{b.itemsize}"))
+    return f"{differing} of {a.size} values differ"
 
 
 def report(path: str | os.PathLike) -> Report:
@@ -344,9 +309,13 @@ def report(path: str | os.PathLike) -> Report:
     (['conv1', 'conv2', 'fc1', 'fc2'], True)
     """
     path = os.fspath(path)
-    buf = _read_bytes(path) if detect_format(path) == "cmps" else encode(path)
+    if formats.sniff(path) is formats.CMPS:
+        cmps = _open(path)
+    else:
+        with reading(path):
+            cmps = open_cmps(encode(path), path)
     with reading(path):
-        return build_report(buf, path)
+        return build_report(cmps, path)
 
 
 def inspect(path: str | os.PathLike) -> dict:
@@ -362,83 +331,61 @@ def inspect(path: str | os.PathLike) -> dict:
     ['NETP', 'BLOB', 'BLOB']
     """
     path = os.fspath(path)
-    return inspect_bytes(_read_bytes(path), path)
+    return _described(_open(path), path)
 
 
 def inspect_bytes(buf, path: str | None = None) -> dict:
     """:func:`inspect` for the bytes of a ``.cmps`` file."""
     with reading(path):
-        sections = container.read_sections(buf)
-        contents = encoding.read_container(buf)
+        return _described(open_cmps(buf, path), path)
+
+
+def _described(cmps: CmpsFile, path: str | None) -> dict:
     listed = [
         {
             "number": 0,
             "kind": "NETP",
-            "offset": sections[0].offset,
-            "bytes": sections[0].size_on_disk,
-            "source_format": contents.source_format.name.lower(),
-            "skeleton_bytes": len(contents.skeleton),
-            "layers": len(contents.net.layer) + len(contents.net.layers),
+            "offset": container.HEADER_SIZE,
+            "bytes": cmps.header_and_net_bytes - container.HEADER_SIZE,
+            "source_format": cmps.source_format.name.lower(),
+            "skeleton_bytes": len(cmps.skeleton),
+            "layers": len(cmps.layers),
         }
     ]
-    for number, (section, blob) in enumerate(zip(sections[1:], contents.blobs, strict=True), start=1):
-        address, layer, codec_id, count, _, size = blob
+    for number, entry in enumerate(cmps.entries, start=1):
         listed.append(
             {
                 "number": number,
                 "kind": "BLOB",
-                "offset": section.offset,
-                "bytes": size,
-                "layer": layer.name,
-                "type": layer.type,
-                "blob": address.blob_index,
-                "dtype": PAYLOAD_DTYPE[address.value_field].name,
-                "values": count,
-                "codec": codec_for_id(codec_id).name,
+                "offset": entry.offset,
+                "bytes": entry.size,
+                "layer": entry.layer.name,
+                "type": entry.layer.type,
+                "blob": entry.address.blob_index,
+                "dtype": entry.dtype.name,
+                "values": entry.count,
+                "codec": entry.codec.name,
             }
         )
-    return {"file": path, "bytes": len(buf), "version": container.VERSION, "sections": listed}
+    return {"file": path, "bytes": cmps.size, "version": container.VERSION, "sections": listed}
 
 
-def _address(info: LayerInfo, blob_index: int, field: int) -> BlobAddress:
-    return BlobAddress(info.layer_field, info.index, blob_index, field)
+def _open(path: str) -> CmpsFile:
+    """The ``.cmps`` file at ``path``, checked, or a FormatError naming it."""
+    if formats.sniff(path) is not formats.CMPS:
+        raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
+    with reading(path):
+        return open_cmps(path)
+
+
+def _deployed(model: Model, path: str) -> Model:
+    return Model(netproto.deploy_skeleton(model.skeleton, path), model.payloads, model.source_format)
 
 
 def _index_bits_policy(index_bits: Mapping[str, int], model: Model, path: str | None):
-    infos = netproto.layer_infos(netproto.parse_skeleton(model.skeleton, path))
+    index_bits = settings.checked(index_bits, settings.checked_index_bits, "--index-bits")
     try:
-        selectors.check_names(index_bits, infos, "--index-bits")
+        selectors.check_names(index_bits, model.layers, "--index-bits")
     except UsageError as exc:
         raise exc.located(path=path) from None
-    for key, bits in index_bits.items():
-        if not MIN_INDEX_BITS <= bits <= MAX_INDEX_BITS:
-            raise UsageError(f"--index-bits {key}={bits}: must be in {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
     return lambda layer: selectors.setting_for(index_bits, layer)
-
-
-def _open_head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read(_PROBE_BYTES)
-    except FileNotFoundError:
-        raise ModelError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise ModelError("is a directory, not a model file", path=path) from None
-    except OSError as exc:
-        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            buf = stream.read()
-    except OSError as exc:
-        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
-    if not buf:
-        raise ModelError("empty file", path=path)
-    return buf
-
-
-def _looks_like_text(buf: bytes) -> bool:
-    sample = buf[:4096]
-    return bool(sample) and all(byte in b"\t\n\r" or 32 <= byte < 127 for byte in sample)

@@ -12,11 +12,10 @@ import logging
 import os
 import sys
 
-from . import __version__, api
+from . import __version__, api, formats
 from .atomic import refuse_overwriting_input
 from .caffe import caffemodel, netproto
 from .cmps.container import FILE_EXTENSION
-from .codecs.sparse import MAX_CODEBOOK_ENTRIES
 from .compression import kmeans, selectors, transform
 from .errors import CmpstoreError, ModelError, UsageError, reading
 from .progress import Progress, wants_bar
@@ -166,26 +165,24 @@ def _encode(args) -> int:
 
 def _decode(args) -> int:
     output = args.output or _replace_extension(args.encoded, ".caffemodel")
-    fmt = args.format or _format_for(output)
     _check_output(output, args.force, args.encoded)
-    if output == "-" and fmt != "caffemodel":
-        raise UsageError(f"--format {fmt} needs a seekable file, not standard output")
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
-        if fmt == "caffemodel" and output != "-":
-            api.decode_to_caffemodel(args.encoded, output, deploy=args.deploy, progress=progress)
+        if output == "-":
+            if formats.by_name(args.format or "caffemodel") is not formats.CAFFEMODEL:
+                raise UsageError(f"--format {args.format} needs a seekable file, not standard output")
+            model = api.decode(args.encoded, deploy=args.deploy, progress=progress)
         else:
-            model = api.decode(
-                args.encoded, None if output == "-" else output, format=fmt, deploy=args.deploy, progress=progress
-            )
+            api.decode(args.encoded, output, format=args.format, deploy=args.deploy, progress=progress)
     finally:
         progress.close()
     if output == "-":
         for chunk in caffemodel.join_caffemodel(model):
             sys.stdout.buffer.write(chunk)
-        _summary(args, output, f"{args.encoded} -> standard output ({fmt})")
+        _summary(args, output, f"{args.encoded} -> standard output (caffemodel)")
     else:
-        _summary(args, output, f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {fmt})")
+        written = formats.for_output(output, args.format).name
+        _summary(args, output, f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {written})")
     return 0
 
 
@@ -250,12 +247,8 @@ def _import_han(args) -> int:
     _check_output(args.output, args.force, args.net)
     with reading(args.net, ModelError):
         model = import_han(args.net, args.prototxt)
-    if args.output.endswith(FILE_EXTENSION):
-        encoded = api.encode(model, args.output)
-        print(f"{args.net} -> {args.output} ({len(encoded):,} B)")
-    else:
-        api.save_model(model, args.output, format=_format_for(args.output))
-        print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
+    api.save_model(model, args.output)
+    print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
@@ -326,10 +319,12 @@ def _add_model_options(parser, *, ratios: bool, clusters: bool) -> None:
 
 
 def _settings(args) -> tuple[dict, dict]:
+    """The --ratios/--clusters/--from-prototxt settings, as text; the library checks them."""
     ratios: dict = {}
     clusters: dict = {}
     if args.from_prototxt:
-        ratios, clusters = transform.settings_from_prototxt(netproto.read_prototxt(args.from_prototxt))
+        with reading(args.from_prototxt, ModelError):
+            ratios, clusters = transform.settings_from_prototxt(netproto.read_prototxt(args.from_prototxt))
         if not hasattr(args, "clusters"):
             clusters = {}
         if not hasattr(args, "ratios"):
@@ -338,38 +333,17 @@ def _settings(args) -> tuple[dict, dict]:
         ratios.update(selectors.parse(args.ratios, float, "--ratios"))
     if getattr(args, "clusters", None):
         clusters.update(selectors.parse(args.clusters, int, "--clusters"))
-    for name, ratio in ratios.items():
-        if not 0.0 <= ratio < 1.0:
-            raise UsageError(f"--ratios {name}={ratio}: a sparse ratio must be in [0, 1)")
-    for name, count in clusters.items():
-        if not 1 <= count <= MAX_CODEBOOK_ENTRIES - 1:
-            raise UsageError(f"--clusters {name}={count}: must be in 1..{MAX_CODEBOOK_ENTRIES - 1}")
     if not ratios and not clusters:
         raise UsageError("nothing to do: give --ratios, --clusters or --from-prototxt")
     return ratios, clusters
 
 
-def _transform(args):
-    ratios, clusters = _settings(args)
-    model = api.load_model(args.model)
-    progress = Progress(None, args.command, wants_bar(args.quiet))
-    try:
-        model, outcomes = transform.compress_weights(
-            model,
-            ratios,
-            clusters,
-            getattr(args, "init", "linear"),
-            getattr(args, "seed", 0),
-            getattr(args, "empty_clusters", "drop"),
-            progress,
-        )
-    except CmpstoreError as exc:
-        raise exc.located(path=args.model) from None
-    finally:
-        progress.close()
-    if not args.quiet:
-        print(format_outcomes(outcomes))
-    return model
+def _kmeans_options(args) -> dict:
+    return {
+        "init": getattr(args, "init", "linear"),
+        "seed": getattr(args, "seed", 0),
+        "empty": getattr(args, "empty_clusters", "drop"),
+    }
 
 
 def _prune(args) -> int:
@@ -382,26 +356,45 @@ def _quantize(args) -> int:
 
 def _write_transformed(args) -> int:
     _check_output(args.output, args.force, args.model)
-    model = _transform(args)
-    api.save_model(model, args.output, format=_format_for(args.output))
+    ratios, clusters = _settings(args)
+    model = api.load_model(args.model)
+    progress = Progress(None, args.command, wants_bar(args.quiet))
+    try:
+        model, outcomes = api.compress_weights(model, ratios, clusters, **_kmeans_options(args), progress=progress)
+    except CmpstoreError as exc:
+        raise exc.located(path=args.model) from None
+    finally:
+        progress.close()
+    if not args.quiet:
+        print(format_outcomes(outcomes))
+    api.save_model(model, args.output)
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
 def _compress(args) -> int:
     _check_output(args.output, args.force, args.model)
+    ratios, clusters = _settings(args)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
-    model = _transform(args)
-    encoded = api.encode(model, args.output, index_bits=index_bits, coder=args.coder)
+    progress = Progress(None, args.command, wants_bar(args.quiet))
+    try:
+        encoded, outcomes = api.compress(
+            args.model,
+            args.output,
+            ratios=ratios,
+            clusters=clusters,
+            index_bits=index_bits,
+            coder=args.coder,
+            progress=progress,
+            **_kmeans_options(args),
+        )
+    finally:
+        progress.close()
+    if not args.quiet:
+        print(format_outcomes(outcomes))
     size = os.path.getsize(args.model)
     print(f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
     return 0
-
-
-def _format_for(output: str) -> str:
-    if output.endswith((".h5", ".hdf5")):
-        return "h5"
-    return "npz" if output.endswith(".npz") else "caffemodel"
 
 
 def _check_output(output: str, force: bool, source: str | None = None) -> None:

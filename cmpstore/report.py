@@ -11,8 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .caffe import caffemodel
-from .caffe.model import PAYLOAD_DTYPE
-from .cmps import encoding
+from .cmps.reader import CmpsFile
 
 #: Bumped whenever a key of ``report --json`` changes meaning or goes away.
 REPORT_VERSION = 1
@@ -74,35 +73,33 @@ class Report:
         return json.dumps(document, indent=2)
 
 
-def build_report(buf, file: str) -> Report:
-    """Report on the bytes of an encoded file."""
-    contents = encoding.read_container(buf)
+def build_report(cmps: CmpsFile, file: str) -> Report:
+    """Report on an encoded file."""
     rows: dict[tuple[int, int], LayerRow] = {}
     payload_bytes = {}
-    for blob in encoding.describe_blobs(contents):
-        address, layer, stats = blob.address, blob.layer, blob.stats
-        dense_bytes = stats.count * PAYLOAD_DTYPE[address.value_field].itemsize
+    for entry in cmps.entries:
+        address, layer, stats = entry.address, entry.layer, cmps.describe(entry)
+        dense_bytes = entry.count * entry.dtype.itemsize
         payload_bytes[address] = dense_bytes
         row = rows.get((address.layer_field, address.layer_index))
         if row is None:
             row = rows[(address.layer_field, address.layer_index)] = _first_blob_row(layer, stats)
         row.bytes_before += dense_bytes
-        row.bytes_after += blob.section_bytes
+        row.bytes_after += entry.size
         row.index_bytes += stats.index_bytes
         row.weight_bytes += stats.weight_bytes
         row.codebook_bytes += stats.codebook_bytes
         row.codecs.append(stats.codec)
         if layer.kind and address.blob_index == 0 and stats.codebook_entries is None:
             row.notes.append(_why_not_codebook(stats))
-    total_before = caffemodel.caffemodel_size(contents.skeleton, payload_bytes)
-    layers = list(rows.values())
+    total_before = caffemodel.caffemodel_size(cmps.skeleton, payload_bytes)
     return Report(
         file=file,
-        layers=layers,
+        layers=list(rows.values()),
         structure_before=total_before - sum(payload_bytes.values()),
-        structure_after=contents.header_and_net_bytes,
+        structure_after=cmps.header_and_net_bytes,
         total_before=total_before,
-        total_after=len(buf),
+        total_after=cmps.size,
     )
 
 

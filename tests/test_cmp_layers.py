@@ -109,7 +109,9 @@ def expected_structure(arrays, case: Case):
 def assert_same_structure(loaded: dict, arrays: dict, expected: dict):
     for name, shared in expected.items():
         weights = loaded[name][0]
-        assert np.array_equal(weights != 0, shared.mask), f"{name}: the C++ mask differs from cmpstore.compression.prune"
+        assert np.array_equal(weights != 0, shared.mask), (
+            f"{name}: the C++ mask differs from cmpstore.compression.prune"
+        )
         if shared.clustering is not None:
             centroids = np.unique(weights[shared.mask]).astype(np.float64)
             python_centroids = np.unique(shared.clustering.centroids.astype(np.float32)).astype(np.float64)

@@ -9,12 +9,13 @@ from cmpstore import api
 from cmpstore.caffe.caffemodel import caffemodel_bytes, split_caffemodel
 from cmpstore.cmps import container, dense_writer
 from cmpstore.cmps.container import read_sections
+from cmpstore.cmps.reader import open_cmps
 from cmpstore.errors import FormatError
 from cmpstore.synthetic import LENET, build_model
 
 
-def encoded(raw: bytes, coder="huffman") -> bytes:
-    return api.encode(split_caffemodel(raw), coder=coder)
+def encoded(raw: bytes, coder="huffman"):
+    return open_cmps(api.encode(split_caffemodel(raw), coder=coder))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -38,29 +39,29 @@ def test_windows_split_sparse_blobs_exactly(tmp_path, monkeypatch):
         payload.values[::37] = 1.5
         payload.values[36::37] = -2.5
     output = tmp_path / "out.caffemodel"
-    dense_writer.write_caffemodel(api.encode(model, coder="ans"), output)
+    dense_writer.write_caffemodel(open_cmps(api.encode(model, coder="ans")), output)
     assert output.read_bytes() == caffemodel_bytes(model)
 
 
 def test_deploy_matches_decode_deploy(tmp_path):
-    buf = encoded(lenet_like_bytes())
-    (tmp_path / "m.cmps").write_bytes(buf)
+    cmps = encoded(lenet_like_bytes())
+    (tmp_path / "m.cmps").write_bytes(cmps.buffer)
     expected = caffemodel_bytes(api.decode(tmp_path / "m.cmps", deploy=True))
-    dense_writer.write_caffemodel(buf, tmp_path / "out.caffemodel", deploy=True)
+    dense_writer.write_caffemodel(cmps, tmp_path / "out.caffemodel", deploy=True)
     assert (tmp_path / "out.caffemodel").read_bytes() == expected
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_corrupt_blob_in_a_worker_is_a_format_error_and_leaves_no_file(tmp_path, workers):
     """The last blob loses its last byte, behind valid checksums: only its codec can notice."""
-    sections = read_sections(encoded(lenet_like_bytes()))
+    sections = read_sections(encoded(lenet_like_bytes()).buffer)
     rebuilt = container.header_bytes(len(sections)) + b"".join(
         container.section_bytes(s.kind, bytes(s.payload)[: -1 if number == len(sections) - 1 else None])
         for number, s in enumerate(sections)
     )
     output = tmp_path / "out.caffemodel"
     with pytest.raises(FormatError, match="blob"):
-        dense_writer.write_caffemodel(rebuilt, output, workers=workers)
+        dense_writer.write_caffemodel(open_cmps(rebuilt), output, workers=workers)
     assert list(tmp_path.iterdir()) == []
 
 

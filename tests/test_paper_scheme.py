@@ -9,7 +9,7 @@ from nets import lenet_like_bytes
 
 from cmpstore import api
 from cmpstore.caffe.caffemodel import split_caffemodel
-from cmpstore.cmps import encoding
+from cmpstore.cmps.reader import open_cmps
 
 
 def huffman_total_bits(frequencies) -> int:
@@ -48,16 +48,17 @@ def test_fixed_index_bits_match_the_paper(source):
     data = shared_model("lenet_pq_seed_schedule.caffemodel").read_bytes() if source == "shared" else lenet_like_bytes()
     model = split_caffemodel(data)
     encoded = api.encode(model, index_bits={"conv": 8, "fc": 5})
-    blobs = encoding.describe_blobs(encoding.read_container(encoded))
+    cmps = open_cmps(encoded)
     weights = {p.address: p.values for p in model.payloads}
     checked = 0
-    for blob in blobs:
+    for blob in cmps.entries:
         if blob.address.blob_index != 0 or not blob.layer.kind:
             continue
         bits = 8 if blob.layer.kind == "conv" else 5
         fillers, total_bits = paper_index_stream(weights[blob.address], bits)
-        assert blob.stats.index_bits == bits
-        assert blob.stats.fillers == fillers
-        assert blob.stats.index_stream_bits == total_bits
+        stats = cmps.describe(blob)
+        assert stats.index_bits == bits
+        assert stats.fillers == fillers
+        assert stats.index_stream_bits == total_bits
         checked += 1
     assert checked == 4

@@ -24,9 +24,9 @@ def test_caffemodel_roundtrip_is_byte_identical(make, tmp_path):
     source = tmp_path / "model.caffemodel"
     source.write_bytes(data)
     encoded = api.encode(source, tmp_path / "model.cmps")
-    decoded = api.decode(tmp_path / "model.cmps", tmp_path / "back.caffemodel")
+    assert api.decode(tmp_path / "model.cmps", tmp_path / "back.caffemodel") is None
     assert (tmp_path / "back.caffemodel").read_bytes() == data
-    assert caffemodel_bytes(decoded) == data
+    assert caffemodel_bytes(api.decode(tmp_path / "model.cmps")) == data
     assert len(encoded) < len(data)
     assert api.verify(source, tmp_path / "model.cmps") == []
 
@@ -41,9 +41,10 @@ def test_shared_lenet_roundtrip(name, tmp_path):
 
 def test_dense_model_roundtrips_and_says_why(tmp_path):
     source = shared_model("lenet_iter_10000.caffemodel")
+    from cmpstore.cmps.reader import open_cmps
     from cmpstore.report import build_report
 
-    report = build_report(api.encode(source), str(source))
+    report = build_report(open_cmps(api.encode(source)), str(source))
     notes = [note for row in report.layers for note in row.notes]
     assert any("fc1" == row.name and row.notes for row in report.layers), notes
 
@@ -63,8 +64,8 @@ def test_hdf5_roundtrip(tmp_path):
     original["empty"] = []
     write_caffe_hdf5(tmp_path / "m.caffemodel.h5", original)
     api.encode(tmp_path / "m.caffemodel.h5", tmp_path / "m.cmps")
-    model = api.decode(tmp_path / "m.cmps", tmp_path / "back.caffemodel.h5", format="h5")
-    assert model.source_format == SourceFormat.HDF5
+    api.decode(tmp_path / "m.cmps", tmp_path / "back.caffemodel.h5", format="h5")
+    assert api.decode(tmp_path / "m.cmps").source_format == SourceFormat.HDF5
     back = api.load_weights(tmp_path / "back.caffemodel.h5")
     assert set(back) == {name for name, blobs in original.items() if blobs}
     for name, blobs in back.items():
@@ -87,7 +88,8 @@ def test_deploy_turns_cmp_layers_into_stock_ones(tmp_path):
     source = tmp_path / "m.caffemodel"
     source.write_bytes(layer_net_bytes())
     api.encode(source, tmp_path / "m.cmps")
-    model = api.decode(tmp_path / "m.cmps", tmp_path / "deploy.caffemodel", deploy=True)
+    api.decode(tmp_path / "m.cmps", tmp_path / "deploy.caffemodel", deploy=True)
+    model = api.decode(tmp_path / "m.cmps", deploy=True)
     from cmpstore.caffe import netproto
 
     net = netproto.parse_skeleton(model.skeleton)

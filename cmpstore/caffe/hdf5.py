@@ -14,7 +14,17 @@ import numpy as np
 from ..atomic import atomic_output
 from ..errors import ModelError, UsageError
 from . import netproto
-from .model import DATA_FIELD, DOUBLE_DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
+from .model import (
+    DATA_FIELD,
+    DOUBLE_DATA_FIELD,
+    LAYER_FIELD,
+    LEGACY_LAYER_FIELD,
+    BlobAddress,
+    Model,
+    Payload,
+    SourceFormat,
+    blob_values,
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _VALUE_FIELD = {np.dtype("float32"): DATA_FIELD, np.dtype("float64"): DOUBLE_DATA_FIELD}
@@ -137,10 +147,10 @@ def _float_values(dataset, path: str, where: str) -> np.ndarray:
 def write_hdf5(model: Model, path: str | os.PathLike) -> None:
     """Write the model's weights as Caffe HDF5, atomically."""
     path = os.fspath(path)
-    net = netproto.parse_skeleton(model.skeleton)
+    net = model.net
     values = model.payload_map()
     layers = [(LAYER_FIELD, index, layer) for index, layer in enumerate(net.layer)]
-    layers += [(2, index, layer) for index, layer in enumerate(net.layers)]
+    layers += [(LEGACY_LAYER_FIELD, index, layer) for index, layer in enumerate(net.layers)]
     names = [layer.name for _, _, layer in layers]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -157,8 +167,9 @@ def write_hdf5(model: Model, path: str | os.PathLike) -> None:
                 diff_group = diff.create_group(layer.name) if diff is not None else None
                 for blob_index, blob in enumerate(layer.blobs):
                     shape = netproto.blob_shape(blob)
-                    address = (layer_field, layer_index, blob_index)
-                    array = _blob_values(values, address, shape)
+                    array = blob_values(values, layer_field, layer_index, blob_index)
+                    if array is None:  # a blob without values is written as zeros of its shape
+                        array = np.zeros(netproto.element_count(shape) or 0, dtype="<f4")
                     data_group.create_dataset(str(blob_index), data=array.reshape(shape))
                     blob_diff = netproto.blob_diff(blob)
                     if diff_group is not None:
@@ -170,11 +181,3 @@ def write_hdf5(model: Model, path: str | os.PathLike) -> None:
                         diff_group.create_dataset(str(blob_index), data=diff_values.reshape(shape))
     except OSError as exc:
         raise UsageError(f"cannot write HDF5 ({exc})", path=path) from None
-
-
-def _blob_values(values: dict, address: tuple, shape: tuple[int, ...]) -> np.ndarray:
-    for field in (DOUBLE_DATA_FIELD, DATA_FIELD):
-        array = values.get(BlobAddress(*address, field))
-        if array is not None:
-            return array
-    return np.zeros(netproto.element_count(shape) or 0, dtype="<f4")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -55,11 +56,85 @@ class Payload:
 
 @dataclass
 class Model:
-    """A Caffe model as cmpstore holds it; see the module docstring."""
+    """A Caffe model as cmpstore holds it; see the module docstring.
+
+    The skeleton is parsed once, when first needed, into :attr:`net` and the
+    layer table :attr:`layers`; a model's skeleton must not change after that.
+    """
 
     skeleton: bytes
     payloads: list[Payload] = field(default_factory=list)
     source_format: SourceFormat = SourceFormat.CAFFEMODEL
 
+    @cached_property
+    def net(self):
+        """The skeleton as a ``caffe_pb2.NetParameter`` (raises ModelError if it does not parse)."""
+        from . import netproto  # netproto imports this module
+
+        return netproto.parse_skeleton(self.skeleton)
+
+    @cached_property
+    def layers(self) -> list:
+        """Every layer as a :class:`~cmpstore.caffe.netproto.LayerInfo`, ``layer`` ones first."""
+        from . import netproto
+
+        return netproto.layer_infos(self.net)
+
+    @cached_property
+    def layer_at(self) -> dict:
+        """The layers keyed by ``(layer_field, layer_index)``, the first half of a BlobAddress."""
+        return {(info.layer_field, info.index): info for info in self.layers}
+
     def payload_map(self) -> dict[BlobAddress, np.ndarray]:
         return {payload.address: payload.values for payload in self.payloads}
+
+    def check_shapes(self, path: str | None = None) -> list:
+        """Check that every payload's length matches its blob's shape; return the layers.
+
+        Raises ModelError naming ``path``, the layer and the blob otherwise.
+        """
+        from ..errors import ModelError
+        from .netproto import check_value_count
+
+        try:
+            for payload in self.payloads:
+                address = payload.address
+                layer = self.layer_at[(address.layer_field, address.layer_index)]
+                check_value_count(layer, address.blob_index, payload.values.size)
+        except ModelError as exc:
+            raise exc.located(path=path) from None
+        return self.layers
+
+    def weights_by_layer(self, path: str | None = None) -> dict[str, list[np.ndarray]]:
+        """The blobs by layer name, each shaped as in Caffe; layers without blobs are left out.
+
+        A blob with both ``double_data`` and ``data`` gives its ``double_data``, as Caffe reads it.
+        """
+        from ..errors import ModelError
+
+        values = self.payload_map()
+        weights: dict[str, list[np.ndarray]] = {}
+        for info in self.check_shapes(path):
+            if not info.blob_shapes:
+                continue
+            if info.name in weights:
+                raise ModelError(
+                    "duplicate layer name: weights by name would be ambiguous", path=path, where=info.label
+                )
+            blobs = []
+            for blob_index, shape in enumerate(info.blob_shapes):
+                array = blob_values(values, info.layer_field, info.index, blob_index)
+                array = np.zeros(0, dtype="<f4") if array is None else array
+                blobs.append(array.reshape(shape) if array.size else array)
+            weights[info.name] = blobs
+        return weights
+
+
+def blob_values(values: dict[BlobAddress, np.ndarray], layer_field: int, layer_index: int, blob_index: int):
+    """A blob's values in ``values`` (a :meth:`Model.payload_map`): ``double_data`` where the blob has it,
+    else ``data``; None for neither.  This is the precedence Caffe's ``Blob::FromProto`` applies."""
+    for value_field in (DOUBLE_DATA_FIELD, DATA_FIELD):
+        found = values.get(BlobAddress(layer_field, layer_index, blob_index, value_field))
+        if found is not None:
+            return found
+    return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf import message, text_format
 
-from ..errors import ModelError
+from ..errors import CmpstoreError, ModelError
 from ._proto import caffe_pb2
 from .model import LAYER_FIELD, LEGACY_LAYER_FIELD
 
@@ -83,6 +83,17 @@ def element_count(shape: tuple[int, ...]) -> int | None:
     if any(dim < 0 for dim in shape):
         return None
     return math.prod(shape)
+
+
+def check_value_count(layer: LayerInfo, blob_index: int, count: int, error: type[CmpstoreError] = ModelError) -> None:
+    """Raise ``error`` unless ``count`` values fill the blob's shape exactly (which has no negative dimension)."""
+    shape = layer.blob_shapes[blob_index]
+    expected = element_count(shape)
+    where = f"{layer.label} blob {blob_index}"
+    if expected is None:
+        raise error(f"blob shape {list(shape)} has a negative dimension", where=where)
+    if count != expected:
+        raise error(f"blob holds {count} values but its shape {list(shape)} needs {expected}", where=where)
 
 
 def layer_infos(net: NetParameter) -> list[LayerInfo]:

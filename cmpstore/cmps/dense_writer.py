@@ -4,13 +4,13 @@ Why not decode to a :class:`~cmpstore.caffe.model.Model` and write that: for a
 VGG-16-sized model, allocating and scattering into 550 MB of fresh arrays,
 then copying them to the file, took as long as the entropy decoding itself.
 Here the file's layout is computed from the skeleton first
-(:func:`cmpstore.caffe.caffemodel.caffemodel_layout`); each blob is then decoded
-on its own and written at its offset with ``pwrite``, a sparse blob through
-one small reused buffer that is zeroed and filled with the entries of each
-window in turn.  Blobs are independent, so large models spread them over
-worker processes (forked, so they share the input bytes and the output
-file); small ones are written in-process.  The output is written atomically:
-any error leaves no file behind.
+(:func:`cmpstore.caffe.caffemodel.caffemodel_layout`); each blob is then
+decoded on its own, window by window (:meth:`CmpsFile.windows`: a sparse
+blob through one small reused buffer), and written at its offset with
+``pwrite``.  Blobs are independent, so large models spread them over worker
+processes (forked, so they share the mapped input and the output file);
+small ones are written in-process.  The output is written atomically: any
+error leaves no file behind.
 """
 
 from __future__ import annotations
@@ -25,30 +25,28 @@ import numpy as np
 from ..atomic import atomic_output
 from ..caffe import netproto
 from ..caffe.caffemodel import caffemodel_layout
-from ..caffe.model import PAYLOAD_DTYPE
-from ..codecs import SparseCodec, codec_for_id
 from ..errors import UsageError
 from ..progress import silent
-from .encoding import read_container
+from .reader import CmpsFile
 
-#: Bytes of dense output per pwrite from a sparse blob: large enough to amortise the call, small enough for cache.
+#: Bytes of dense output per pwrite: large enough to amortise the call, small enough for cache.
 WINDOW_BYTES = 1 << 22
 #: Models whose dense size is below this are written in-process (starting workers would cost more).
 PARALLEL_ABOVE_BYTES = 1 << 26
 
-# What forked workers inherit: the input bytes, the blob table, the output descriptor and offsets.
+# What forked workers inherit: the open file, the output descriptor and the offsets.
 _shared: dict = {}
 
 
 def write_caffemodel(
-    buf,
+    cmps: CmpsFile,
     output: str | os.PathLike,
     *,
     deploy: bool = False,
     workers: int | None = None,
     progress: Callable[[str, str], None] = silent,
 ) -> int:
-    """Decode the ``.cmps`` bytes ``buf`` into the binary caffemodel ``output``; return its size.
+    """Decode ``cmps`` into the binary caffemodel ``output``; return its size.
 
     Parameters
     ----------
@@ -58,15 +56,11 @@ def write_caffemodel(
         Processes to decode blobs in; default: the CPUs, for models above
         64 MiB where ``fork`` is available, else 1 (in-process).
     """
-    contents = read_container(buf)
-    skeleton = netproto.deploy_skeleton(contents.skeleton) if deploy else contents.skeleton
-    payload_bytes = {
-        address: count * PAYLOAD_DTYPE[address.value_field].itemsize for address, _, _, count, _, _ in contents.blobs
-    }
-    layout = caffemodel_layout(skeleton, payload_bytes)
+    skeleton = netproto.deploy_skeleton(cmps.skeleton) if deploy else cmps.skeleton
+    layout = caffemodel_layout(skeleton, {entry.address: entry.count * entry.dtype.itemsize for entry in cmps.entries})
     offsets = {piece: offset for offset, _, piece in layout if not isinstance(piece, bytes)}
     total = sum(size for _, size, _ in layout)
-    tasks = sorted(range(len(contents.blobs)), key=lambda i: -contents.blobs[i][3])  # largest first
+    tasks = sorted(range(len(cmps.entries)), key=lambda i: -cmps.entries[i].count)  # largest first
     if workers is None:
         can_fork = "fork" in multiprocessing.get_all_start_methods()
         workers = min(os.cpu_count() or 1, len(tasks)) if can_fork and total > PARALLEL_ABOVE_BYTES else 1
@@ -77,7 +71,7 @@ def write_caffemodel(
             for offset, _, piece in layout:
                 if isinstance(piece, bytes):
                     os.pwrite(descriptor, piece, offset)
-            _shared.update(blobs=contents.blobs, descriptor=descriptor, offsets=offsets)
+            _shared.update(cmps=cmps, descriptor=descriptor, offsets=offsets)
             try:
                 if workers <= 1:
                     for index in tasks:
@@ -102,34 +96,17 @@ def _ignore_interrupts() -> None:
 
 
 def _write_blob(index: int) -> tuple[str, str]:
-    address, layer, codec_id, count, body, _ = _shared["blobs"][index]
-    descriptor, offset = _shared["descriptor"], _shared["offsets"][address]
-    dtype = PAYLOAD_DTYPE[address.value_field]
-    where = f"{layer.label} blob {address.blob_index}"
-    codec = codec_for_id(codec_id)
-    if isinstance(codec, SparseCodec):
-        positions, values = codec.decode_entries(body, count, dtype, where)
-        _write_sparse(descriptor, offset, count, dtype, positions, values)
-    else:
-        _write_all(descriptor, codec.decode(body, count, dtype, where), offset)
-    return f"{layer.name} blob {address.blob_index}", f"{codec.name}, {count:,} values"
-
-
-def _write_sparse(descriptor: int, offset: int, count: int, dtype, positions: np.ndarray, values: np.ndarray) -> None:
-    window = WINDOW_BYTES // dtype.itemsize
-    buffer = np.zeros(min(window, count), dtype=dtype)
-    starts = np.arange(0, count, window, dtype=np.int64)
-    bounds = np.searchsorted(positions, np.append(starts, count))
-    for number, start in enumerate(starts.tolist()):
-        part = buffer[: min(window, count - start)]
-        part.fill(0)
-        low, high = bounds[number], bounds[number + 1]
-        part[positions[low:high] - start] = values[low:high]
-        _write_all(descriptor, part, offset + start * dtype.itemsize)
+    cmps, descriptor = _shared["cmps"], _shared["descriptor"]
+    entry = cmps.entries[index]
+    itemsize = entry.dtype.itemsize
+    # An empty blob has nothing to write, and no place in the layout to write it at.
+    for start, values in cmps.windows(entry, WINDOW_BYTES // itemsize):
+        _write_all(descriptor, values, _shared["offsets"][entry.address] + start * itemsize)
+    return entry.name, f"{entry.codec.name}, {entry.count:,} values"
 
 
 def _write_all(descriptor: int, values: np.ndarray, offset: int) -> None:
-    data = memoryview(values).cast("B")
+    data = memoryview(np.ascontiguousarray(values)).cast("B")
     while data:
         written = os.pwrite(descriptor, data, offset)
         data, offset = data[written:], offset + written

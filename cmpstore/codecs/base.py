@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,13 +43,35 @@ class BlobCodec(ABC):
         """Payload for ``values``."""
 
     @abstractmethod
-    def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
-        """The ``count`` values of ``dtype`` that ``payload`` holds; raises FormatError."""
+    def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
+        """The ``count`` values of ``dtype`` that ``payload`` holds; raises FormatError naming ``what``.
+
+        With ``out`` (a writable 1-D array of ``count`` values of ``dtype``) the
+        values are written into it and it is returned, as numcodecs' codecs do.
+        """
+
+    def windows(self, payload, count: int, dtype: np.dtype, what: str, window: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The values as consecutive ``(start, values)`` pieces of at most ``window`` values.
+
+        By default one decode, sliced; a codec whose payload is smaller than
+        its values (sparse) overrides it to hold only one window at a time.
+        Each piece is valid until the next one is asked for.
+        """
+        values = self.decode(payload, count, dtype, what)
+        for start in range(0, count, window):
+            yield start, values[start : start + window]
 
     def describe(self, payload, count: int, dtype: np.dtype, what: str) -> BlobStats:
         """Statistics of a payload; by default by decoding it."""
         values = self.decode(payload, count, dtype, what)
         return describe_values(self.name, values)
+
+
+def output_for(out: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarray | None:
+    """Check a caller's ``out`` buffer; a wrong one is a programming error, not bad input."""
+    if out is not None and (out.shape != (count,) or out.dtype != dtype or not out.flags.writeable):
+        raise ValueError(f"out must be a writable 1-D array of {count} values of {dtype}, got {out.dtype}{out.shape}")
+    return out
 
 
 def describe_values(codec_name: str, values: np.ndarray) -> BlobStats:

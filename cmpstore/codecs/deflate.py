@@ -11,13 +11,8 @@ import zlib
 
 import numpy as np
 
-from ..errors import FormatError
-from .base import BlobCodec
-
-
-def inflate_bound(compressed_bytes: int) -> int:
-    """Most bytes a zlib stream of this size can inflate to (DEFLATE tops out near 1032:1)."""
-    return 1032 * compressed_bytes + 1024
+from ..streams.inflate import inflate_exactly
+from .base import BlobCodec, output_for
 
 
 class ShuffledDeflateCodec(BlobCodec):
@@ -41,17 +36,11 @@ class ShuffledDeflateCodec(BlobCodec):
         planes = values.view(np.uint8).reshape(-1, values.dtype.itemsize).T
         return zlib.compress(np.ascontiguousarray(planes).tobytes(), 9)
 
-    def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
-        expected = count * dtype.itemsize
-        if expected > inflate_bound(len(payload)):
-            raise FormatError(f"{what}: {len(payload)} deflate bytes cannot hold {count} values")
-        inflater = zlib.decompressobj()
-        try:
-            # max_length bounds memory by the declared size, whatever the stream claims.
-            planes = inflater.decompress(payload, expected + 1)
-        except zlib.error as exc:
-            raise FormatError(f"{what}: deflate stream is corrupt ({exc})") from None
-        if len(planes) != expected or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-            raise FormatError(f"{what}: deflate stream does not hold exactly {count} values")
+    def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
+        out = output_for(out, count, dtype)
+        planes = inflate_exactly(payload, count * dtype.itemsize, f"{what} deflate stream")
         shuffled = np.frombuffer(planes, dtype=np.uint8).reshape(dtype.itemsize, count)
-        return np.ascontiguousarray(shuffled.T).view(dtype).reshape(count)
+        if out is None:
+            out = np.empty(count, dtype=dtype)
+        out.view(np.uint8).reshape(count, dtype.itemsize)[...] = shuffled.T
+        return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
-from .base import BlobCodec
+from .base import BlobCodec, output_for
 
 
 class RawCodec(BlobCodec):
@@ -25,7 +25,12 @@ class RawCodec(BlobCodec):
     def encode(self, values: np.ndarray) -> bytes:
         return values.tobytes()
 
-    def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+    def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
+        out = output_for(out, count, dtype)
         if len(payload) != count * dtype.itemsize:
             raise FormatError(f"{what}: raw payload of {len(payload)} bytes, expected {count * dtype.itemsize}")
-        return np.frombuffer(payload, dtype=dtype)
+        values = np.frombuffer(payload, dtype=dtype)
+        if out is None:
+            return values  # a view of the payload: no copy
+        out[...] = values
+        return out

@@ -41,7 +41,7 @@ from ..streams.relative_index import (
     positions_from_gaps,
 )
 from ..streams.varint import Reader, encode_varint
-from .base import BlobCodec, BlobStats
+from .base import BlobCodec, BlobStats, output_for
 
 #: Largest codebook the format allows.
 MAX_CODEBOOK_ENTRIES = 1 << 16
@@ -106,11 +106,32 @@ class SparseCodec(BlobCodec):
             out.append(stored.tobytes())
         return b"".join(out)
 
-    def decode(self, payload, count: int, dtype: np.dtype, what: str) -> np.ndarray:
+    def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
+        out = output_for(out, count, dtype)
         positions, entry_values = self.decode_entries(payload, count, dtype, what)
-        values = np.zeros(count, dtype=dtype)
-        values[positions] = entry_values
-        return values
+        if out is None:
+            out = np.zeros(count, dtype=dtype)
+        else:
+            out.fill(0)
+        out[positions] = entry_values
+        return out
+
+    def windows(self, payload, count: int, dtype: np.dtype, what: str, window: int):
+        """Pieces of one reused buffer, zeroed and filled with each window's entries in turn.
+
+        A sparse blob's entries take a fraction of its dense size, so a
+        streaming writer holds them and one window, never the dense blob.
+        """
+        positions, entry_values = self.decode_entries(payload, count, dtype, what)
+        buffer = np.zeros(min(window, count), dtype=dtype)
+        starts = np.arange(0, count, window, dtype=np.int64)
+        bounds = np.searchsorted(positions, np.append(starts, count))
+        for number, start in enumerate(starts.tolist()):
+            piece = buffer[: min(window, count - start)]
+            piece.fill(0)
+            low, high = bounds[number], bounds[number + 1]
+            piece[positions[low:high] - start] = entry_values[low:high]
+            yield start, piece
 
     def decode_entries(self, payload, count: int, dtype: np.dtype, what: str) -> tuple[np.ndarray, np.ndarray]:
         """The stored entries: strictly ascending positions (int64) and their values (fillers are zeros)."""

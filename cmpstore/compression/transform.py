@@ -16,7 +16,7 @@ from ..caffe import netproto
 from ..caffe.model import Model, Payload
 from ..errors import UsageError
 from ..progress import silent
-from . import kmeans
+from . import kmeans, settings
 from .prune import prune
 from .selectors import check_names, setting_for
 
@@ -70,19 +70,19 @@ def compress_weights(
     outcomes : list of LayerOutcome
         One per layer touched.
     """
-    ratios = ratios or {}
-    clusters = clusters or {}
+    ratios = settings.checked(ratios, settings.checked_ratio, "--ratios")
+    clusters = settings.checked(clusters, settings.checked_clusters, "--clusters")
     if init not in kmeans.INITIALIZATIONS:
-        raise ValueError(f"unknown initialization {init!r}")
-    layers = netproto.layer_infos(netproto.parse_skeleton(model.skeleton))
-    check_names(ratios, layers, "--ratios")
-    check_names(clusters, layers, "--clusters")
-    by_address = netproto.layers_by_address(layers)
+        raise UsageError(f"unknown k-means initialization {init!r}; use {', '.join(kmeans.INITIALIZATIONS)}")
+    if empty not in kmeans.EMPTY_CLUSTER_POLICIES:
+        raise UsageError(f"unknown empty-cluster policy {empty!r}; use {', '.join(kmeans.EMPTY_CLUSTER_POLICIES)}")
+    check_names(ratios, model.layers, "--ratios")
+    check_names(clusters, model.layers, "--clusters")
     payloads = []
     outcomes = []
     for payload in model.payloads:
         address = payload.address
-        layer = by_address[(address.layer_field, address.layer_index)]
+        layer = model.layer_at[(address.layer_field, address.layer_index)]
         ratio = setting_for(ratios, layer)
         cluster_count = setting_for(clusters, layer)
         if address.blob_index != 0 or not layer.kind or (ratio is None and cluster_count is None):

@@ -1,0 +1,174 @@
+"""Reading a ``.cmps`` file: one handle, :func:`open_cmps`, over which every consumer loops.
+
+The handle checks the header, every section's checksum and bounds, the NETP
+section and every BLOB head against the net, before any weight is decoded;
+the blobs are then named entries (address, layer, codec, count, offset,
+size) that :meth:`CmpsFile.decode`, :meth:`CmpsFile.decode_into` and
+:meth:`CmpsFile.windows` decode on demand, as safetensors' ``safe_open``
+does.  A file is memory-mapped, so opening a large one costs no read.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..caffe import netproto
+from ..caffe.model import PAYLOAD_DTYPE, BlobAddress, Model, Payload
+from ..caffe.netproto import LayerInfo
+from ..codecs import BlobCodec, BlobStats, codec_for_id
+from ..errors import FormatError, ModelError
+from ..progress import silent
+from ..streams.varint import Reader
+from . import container
+from .sections import read_blob_address, read_codec_and_count, read_net
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """One blob of a ``.cmps`` file, located and checked but not decoded."""
+
+    address: BlobAddress
+    layer: LayerInfo
+    codec: BlobCodec
+    count: int
+    offset: int  # where its section starts in the file
+    size: int  # bytes of its section on disk, framing included
+    payload: memoryview  # the codec's payload
+
+    @property
+    def dtype(self) -> np.dtype:
+        return PAYLOAD_DTYPE[self.address.value_field]
+
+    @property
+    def name(self) -> str:
+        """``"conv1 blob 0"``: how progress lines and reports name a blob."""
+        return f"{self.layer.name} blob {self.address.blob_index}"
+
+    @property
+    def where(self) -> str:
+        """``"layer 'conv1' blob 0"``: how error messages name a blob."""
+        return f"{self.layer.label} blob {self.address.blob_index}"
+
+
+class CmpsFile:
+    """A checked ``.cmps`` file: its net and its blob entries (see :func:`open_cmps`)."""
+
+    def __init__(self, buf, path: str | None = None):
+        self.path = path
+        self.buffer = memoryview(buf)
+        sections = container.read_sections(self.buffer)
+        if not sections or sections[0].kind != container.NET:
+            raise FormatError("the first section must be the net (NETP)")
+        net_section = sections[0]
+        self.source_format, self.skeleton = read_net(net_section.payload, net_section.label(0))
+        try:
+            self.net = netproto.parse_skeleton(self.skeleton)
+        except ModelError as exc:
+            raise FormatError(f"{net_section.label(0)}: {exc.problem}") from None
+        self.layers = netproto.layer_infos(self.net)
+        #: Bytes of the header and the NETP section: what a report counts as structure.
+        self.header_and_net_bytes = container.HEADER_SIZE + net_section.size_on_disk
+        self.entries = self._entries(sections)
+
+    def _entries(self, sections: list[container.Section]) -> list[BlobEntry]:
+        layers = {(info.layer_field, info.index): info for info in self.layers}
+        entries = []
+        previous = None
+        for number, section in enumerate(sections[1:], start=1):
+            label = section.label(number)
+            if section.kind != container.BLOB:
+                raise FormatError(f"{label}: only one NETP section may appear, and first")
+            reader = Reader(section.payload)
+            address = read_blob_address(reader, label)
+            layer = layers.get((address.layer_field, address.layer_index))
+            if (
+                layer is None
+                or address.blob_index >= len(layer.blob_shapes)
+                or address.value_field not in PAYLOAD_DTYPE
+            ):
+                raise FormatError(f"{label}: refers to a blob the net does not have ({address})")
+            if previous is not None and address <= previous:
+                raise FormatError(f"{label}: blob sections out of order or repeated")
+            previous = address
+            where = f"{label}, {layer.label} blob {address.blob_index}"
+            codec_id, count = read_codec_and_count(reader, address, where)
+            try:
+                codec = codec_for_id(codec_id)
+            except FormatError as exc:
+                raise exc.located(where=where) from None
+            try:
+                netproto.check_value_count(layer, address.blob_index, count, FormatError)
+            except FormatError as exc:
+                raise FormatError(f"{label}, {exc}") from None
+            entries.append(
+                BlobEntry(
+                    address, layer, codec, count, section.offset, section.size_on_disk, section.payload[reader.pos :]
+                )
+            )
+        return entries
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole file."""
+        return len(self.buffer)
+
+    def decode(self, entry: BlobEntry) -> np.ndarray:
+        """The blob's values (a fresh array, or for a raw blob a read-only view of the file)."""
+        return entry.codec.decode(entry.payload, entry.count, entry.dtype, entry.where)
+
+    def decode_into(self, entry: BlobEntry, out: np.ndarray, start: int = 0) -> np.ndarray:
+        """Write the blob's values into ``out[start : start + entry.count]`` (``out`` 1-D, of its dtype)."""
+        target = out[start : start + entry.count]
+        return entry.codec.decode(entry.payload, entry.count, entry.dtype, entry.where, out=target)
+
+    def windows(self, entry: BlobEntry, window: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The blob's values as ``(start, values)`` pieces of at most ``window`` values (see BlobCodec.windows)."""
+        return entry.codec.windows(entry.payload, entry.count, entry.dtype, entry.where, window)
+
+    def describe(self, entry: BlobEntry) -> BlobStats:
+        """What the blob's payload holds, from its headers where the codec allows."""
+        return entry.codec.describe(entry.payload, entry.count, entry.dtype, entry.where)
+
+    def model(self, progress: Callable[[str, str], None] = silent) -> Model:
+        """Every blob decoded: the model, bit for bit."""
+        payloads = []
+        for entry in self.entries:
+            payloads.append(Payload(entry.address, self.decode(entry)))
+            progress(entry.name, f"{entry.codec.name}, {entry.count:,} values")
+        return Model(self.skeleton, payloads, self.source_format)
+
+
+def open_cmps(source, path: str | None = None) -> CmpsFile:
+    """Open a ``.cmps`` file (a path) or its bytes, and check everything but the blob payloads.
+
+    Errors are :class:`~cmpstore.errors.FormatError`; the caller names the file
+    (see :func:`cmpstore.errors.reading`).
+
+    Examples
+    --------
+    >>> from cmpstore.cmps.writer import encode_model
+    >>> from cmpstore.synthetic import build_model
+    >>> cmps = open_cmps(encode_model(build_model(seed=0)))
+    >>> [(entry.name, entry.codec.name) for entry in cmps.entries][:2]
+    [('conv1 blob 0', 'sparse'), ('conv1 blob 1', 'raw')]
+    >>> cmps.decode(cmps.entries[1]).shape
+    (20,)
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return CmpsFile(source, path)
+    path = os.fspath(source)
+    return CmpsFile(_mapped(path), path)
+
+
+def _mapped(path: str):
+    """The file's bytes: memory-mapped where it is a regular file, read otherwise (a pipe, /dev/stdin)."""
+    with open(path, "rb") as stream:
+        if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) and os.fstat(stream.fileno()).st_size:
+            return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        return stream.read()

@@ -1,0 +1,70 @@
+"""What the two kinds of section hold at their head (docs/FORMAT.md, "Sections").
+
+The writer and the reader share these functions, so the schema is written
+down once: the NETP payload (source format, skeleton size, zlib'd skeleton)
+and the head of every BLOB payload (where the blob goes, its codec, its
+value count), each checked against the format's limits as it is read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from ..caffe.model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, SourceFormat
+from ..errors import FormatError
+from ..streams.inflate import inflate_exactly
+from ..streams.varint import Reader, encode_varint
+
+#: Largest blob and skeleton the format accepts: what fits in protobuf's 2 GiB message limit.
+MAX_BLOB_BYTES = 1 << 31
+MAX_SKELETON_BYTES = 1 << 31
+#: Largest codec id a BLOB head may carry (the ids in use are listed in cmpstore.codecs).
+MAX_CODEC_ID = 255
+
+
+def net_payload(model: Model) -> bytes:
+    skeleton = model.skeleton
+    return encode_varint(int(model.source_format)) + encode_varint(len(skeleton)) + zlib.compress(skeleton, 9)
+
+
+def read_net(payload, label: str) -> tuple[SourceFormat, bytes]:
+    """The source format and the skeleton of a NETP payload."""
+    reader = Reader(payload)
+    source_format = reader.varint(f"{label} source format", max(SourceFormat))
+    if source_format not in set(SourceFormat):
+        raise FormatError(f"{label}: unknown source format {source_format}")
+    size = reader.varint(f"{label} skeleton size", MAX_SKELETON_BYTES)
+    skeleton = inflate_exactly(payload[reader.pos :], size, f"{label} skeleton")
+    return SourceFormat(source_format), skeleton
+
+
+@dataclass(frozen=True)
+class BlobHead:
+    """The head of a BLOB payload; the codec's payload follows it."""
+
+    address: BlobAddress
+    codec_id: int
+    count: int
+
+    def to_bytes(self) -> bytes:
+        address = self.address
+        fields = (address.layer_field, address.layer_index, address.blob_index, address.value_field)
+        return b"".join(encode_varint(value) for value in (*fields, self.codec_id, self.count))
+
+
+def read_blob_address(reader: Reader, label: str) -> BlobAddress:
+    """The first four fields of a BLOB head: where the blob goes (checked against the net by the reader)."""
+    return BlobAddress(
+        reader.varint(f"{label} layer field", max(BLOBS_FIELD)),
+        reader.varint(f"{label} layer index", 1 << 31),
+        reader.varint(f"{label} blob index", 1 << 31),
+        reader.varint(f"{label} value field", max(PAYLOAD_DTYPE)),
+    )
+
+
+def read_codec_and_count(reader: Reader, address: BlobAddress, where: str) -> tuple[int, int]:
+    """The rest of a BLOB head; the count is bounded by the format's limit for the blob's dtype."""
+    codec_id = reader.varint(f"{where} codec", MAX_CODEC_ID)
+    count = reader.varint(f"{where} value count", MAX_BLOB_BYTES // PAYLOAD_DTYPE[address.value_field].itemsize)
+    return codec_id, count

@@ -1,0 +1,58 @@
+"""Writing a ``.cmps`` file: every blob coded with each codec, the smallest kept (docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..caffe.model import Model, Payload
+from ..caffe.netproto import LayerInfo
+from ..codecs import BlobCodec, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec
+from ..progress import silent
+from . import container
+from .sections import BlobHead, net_payload
+
+#: A policy that fixes index_bits for a layer's weight blob, or returns None to choose.
+IndexBitsPolicy = Callable[[LayerInfo], "int | None"]
+
+#: The sparse codecs each ``coder`` tries; with "ans" a blob keeps Huffman where the
+#: rANS model table would cost more than its gain (small blobs).
+SPARSE_CODERS = {"huffman": (SparseCodec,), "ans": (SparseCodec, SparseAnsCodec)}
+
+
+def encode_model(
+    model: Model, index_bits: IndexBitsPolicy | None = None, progress=silent, coder: str = "huffman"
+) -> bytes:
+    """The bytes of a ``.cmps`` file holding ``model``.
+
+    Every blob is coded with each codec and the smallest payload is kept, so
+    no blob ever grows beyond its raw size plus a few bytes of framing.
+    """
+    sections = [container.section_bytes(container.NET, net_payload(model))]
+    for payload in sorted(model.payloads, key=lambda p: p.address):
+        layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
+        fixed_bits = index_bits(layer) if index_bits and payload.address.blob_index == 0 and layer.kind else None
+        body = _blob_payload(payload, fixed_bits, SPARSE_CODERS[coder])
+        sections.append(container.section_bytes(container.BLOB, body))
+        progress(
+            f"{layer.name} blob {payload.address.blob_index}", f"{payload.values.size:,} values -> {len(body):,} B"
+        )
+    return container.header_bytes(len(sections)) + b"".join(sections)
+
+
+def _blob_payload(payload: Payload, fixed_bits: int | None, sparse_codecs: tuple[type[SparseCodec], ...]) -> bytes:
+    values = payload.values
+    codec: BlobCodec
+    codec, body = min(
+        ((sparse(fixed_bits), sparse(fixed_bits).encode(values)) for sparse in sparse_codecs),
+        key=lambda candidate: len(candidate[1]),
+    )
+    if fixed_bits is None:
+        # Deflate only pays on dense floats; skip it where the sparse coder already halved the blob.
+        if len(body) > values.nbytes // 2:
+            deflated = ShuffledDeflateCodec().encode(values)
+            if len(deflated) < len(body):
+                codec, body = ShuffledDeflateCodec(), deflated
+        # Raw is only materialised when it wins: a copy of a large blob would double peak memory.
+        if values.nbytes < len(body):
+            codec, body = RawCodec(), RawCodec().encode(values)
+    return BlobHead(payload.address, codec.codec_id, values.size).to_bytes() + body

@@ -1,0 +1,51 @@
+"""The bounds of every compression setting, checked in one place for the API, the CLI and schedules.
+
+A setting maps a layer selector (a layer name, or ``conv``/``fc``; see
+:mod:`cmpstore.compression.selectors`) to a value.  Values outside these
+bounds raise :class:`~cmpstore.errors.UsageError` naming the option, the
+selector and the bound, before any work starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+
+from ..errors import UsageError
+
+#: The most clusters a layer may be shared among: the codebook of a .cmps blob holds at most
+#: 65,536 entries, and the Cmp layers for Caffe accept the same.
+MAX_CLUSTERS = 1 << 16
+#: Relative-index widths a .cmps file can store (docs/FORMAT.md).
+MIN_INDEX_BITS = 1
+MAX_INDEX_BITS = 16
+
+
+def checked_ratio(selector: str, ratio: object, option: str = "--ratios") -> float:
+    """A ``sparse_ratio``: a number in [0, 1)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0.0 <= float(ratio) < 1.0:
+        raise UsageError(f"{option} {selector}={ratio}: a sparse ratio must be in [0, 1)")
+    return float(ratio)
+
+
+def checked_clusters(selector: str, clusters: object, option: str = "--clusters") -> int:
+    """A ``class_num``: a whole number in 1..MAX_CLUSTERS."""
+    if isinstance(clusters, bool) or not isinstance(clusters, Integral) or not 1 <= clusters <= MAX_CLUSTERS:
+        raise UsageError(f"{option} {selector}={clusters}: the number of clusters must be in 1..{MAX_CLUSTERS}")
+    return int(clusters)
+
+
+def checked_index_bits(selector: str, bits: object, option: str = "--index-bits") -> int:
+    """A relative-index width: a whole number in MIN_INDEX_BITS..MAX_INDEX_BITS."""
+    if isinstance(bits, bool) or not isinstance(bits, Integral) or not MIN_INDEX_BITS <= bits <= MAX_INDEX_BITS:
+        raise UsageError(f"{option} {selector}={bits}: must be in {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
+    return int(bits)
+
+
+def checked(settings: Mapping[str, object] | None, check, option: str) -> dict:
+    """Every value of ``settings`` through ``check`` (one of the above); a copy."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise UsageError(f"{option}: expected a mapping of layer names or conv/fc to values")
+    return {str(selector): check(str(selector), value, option) for selector, value in settings.items()}

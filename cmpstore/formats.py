@@ -1,0 +1,180 @@
+"""The file formats cmpstore reads and writes, in one registry (as onnx's serialization registry has them).
+
+Each format has a name, the extensions that name it, a sniffer for a
+file's first bytes, and a reader and a writer where it can be read or
+written.  An input's format comes from its content (:func:`sniff`), an
+output's from ``format=`` or its extension (:func:`for_output`); nothing
+else dispatches on formats.
+
+Examples
+--------
+>>> for_output("lenet.caffemodel.h5").name, for_output("weights.npz").name, for_output("lenet").name
+('hdf5', 'npz', 'caffemodel')
+>>> by_name("h5").name
+'hdf5'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .atomic import atomic_output, write_chunks
+from .caffe import caffemodel, hdf5
+from .caffe.model import Model
+from .cmps import container
+from .errors import ModelError, UsageError, reading
+
+#: Bytes a sniffer looks at.
+HEAD_BYTES = 16
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """One file format: how it is named and recognised, and how to read and write a model in it."""
+
+    name: str
+    extensions: tuple[str, ...]  # longest first where one ends another (".caffemodel.h5" before ".h5")
+    description: str
+    sniff: Callable[[bytes], bool] | None = None
+    read: Callable[[str], Model] | None = None
+    write: Callable[[Model, str], None] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def _read_caffemodel(path: str) -> Model:
+    with reading(path, ModelError):
+        buf = read_bytes(path)
+        try:
+            model = caffemodel.split_caffemodel(buf, path)
+        except ModelError:
+            if _looks_like_text(buf):
+                raise ModelError(
+                    "this is a text file (a prototxt?); cmpstore needs binary .caffemodel weights", path=path
+                ) from None
+            raise
+        model.check_shapes(path)
+        return model
+
+
+def _read_hdf5(path: str) -> Model:
+    with reading(path, ModelError):
+        return hdf5.read_hdf5(path)
+
+
+def _read_cmps(path: str) -> Model:
+    from .cmps.reader import open_cmps
+
+    with reading(path):
+        return open_cmps(path).model()
+
+
+def _write_caffemodel(model: Model, path: str) -> None:
+    write_chunks(path, caffemodel.join_caffemodel(model))
+
+
+def _write_npz(model: Model, path: str) -> None:
+    weights = model.weights_by_layer()
+    arrays = {f"{name}/{index}": blob for name, blobs in weights.items() for index, blob in enumerate(blobs)}
+    with atomic_output(path) as stream:
+        np.savez(stream, **arrays)
+
+
+def _write_cmps(model: Model, path: str) -> None:
+    from .cmps.writer import encode_model
+
+    write_chunks(path, [encode_model(model)])
+
+
+CAFFEMODEL = FileFormat(
+    "caffemodel",
+    (".caffemodel",),
+    "binary Caffe weights (NetParameter)",
+    read=_read_caffemodel,
+    write=_write_caffemodel,
+)
+HDF5 = FileFormat(
+    "hdf5",
+    (".caffemodel.h5", ".h5", ".hdf5"),
+    "Caffe HDF5 weights (data/<layer>/<blob>)",
+    sniff=lambda head: head.startswith(hdf5.HDF5_SIGNATURE),
+    read=_read_hdf5,
+    write=hdf5.write_hdf5,
+    aliases=("h5",),
+)
+NPZ = FileFormat(
+    "npz", (".npz",), "numpy arrays named <layer>/<blob index>, for deployment outside Caffe", write=_write_npz
+)
+CMPS = FileFormat(
+    "cmps",
+    (container.FILE_EXTENSION,),
+    "cmpstore's compressed format (docs/FORMAT.md)",
+    sniff=container.looks_like_container,
+    read=_read_cmps,
+    write=_write_cmps,
+)
+#: The Deep Compression authors' released format; reading it needs the deploy prototxt too
+#: (:func:`cmpstore.caffe.han.import_han`), so it has no reader of the plain kind.
+HAN = FileFormat("han", (".net",), "the Deep Compression authors' released .net layout")
+
+FORMATS = {fmt.name: fmt for fmt in (CAFFEMODEL, HDF5, NPZ, CMPS, HAN)}
+
+
+def by_name(name: str) -> FileFormat:
+    """The format called ``name`` (or one of its aliases, such as ``h5``)."""
+    for fmt in FORMATS.values():
+        if name == fmt.name or name in fmt.aliases:
+            return fmt
+    raise UsageError(f"unknown format {name!r}; use {', '.join(f.name for f in FORMATS.values() if f.write)}")
+
+
+def sniff(path: str | os.PathLike) -> FileFormat:
+    """An input's format, from its first bytes; a binary caffemodel has no magic, so it is the default."""
+    head = _head(os.fspath(path))
+    for fmt in FORMATS.values():
+        if fmt.sniff is not None and fmt.sniff(head):
+            return fmt
+    return CAFFEMODEL
+
+
+def for_output(path: str | os.PathLike, name: str | None = None) -> FileFormat:
+    """The format to write ``path`` in: ``name`` if given, else by extension, else a binary caffemodel."""
+    if name is not None:
+        fmt = by_name(name)
+    else:
+        text = os.fspath(path)
+        fmt = next((f for f in FORMATS.values() if f.write and text.endswith(f.extensions)), CAFFEMODEL)
+    if fmt.write is None:
+        raise UsageError(f"cmpstore cannot write {fmt.description}", path=os.fspath(path))
+    return fmt
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            buf = stream.read()
+    except OSError as exc:
+        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
+    if not buf:
+        raise ModelError("empty file", path=path)
+    return buf
+
+
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(HEAD_BYTES)
+    except FileNotFoundError:
+        raise ModelError("no such file", path=path) from None
+    except IsADirectoryError:
+        raise ModelError("is a directory, not a model file", path=path) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
+
+
+def _looks_like_text(buf: bytes) -> bool:
+    sample = buf[:4096]
+    return bool(sample) and all(byte in b"\t\n\r" or 32 <= byte < 127 for byte in sample)

@@ -1,0 +1,37 @@
+"""zlib streams of a declared size, inflated without trusting the stream.
+
+A hostile stream can claim anything; :func:`inflate_exactly` allocates no
+more than the size its caller expects (and first checks that the stream is
+long enough to inflate to it at all), then insists on exactly that size and
+nothing after it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from ..errors import FormatError
+
+#: DEFLATE's best ratio is about 1032:1; the rest is headroom for zlib's framing.
+_MAX_RATIO = 1032
+_SLACK = 1024
+
+
+def inflate_bound(compressed_bytes: int) -> int:
+    """Most bytes a zlib stream of this size can inflate to."""
+    return _MAX_RATIO * compressed_bytes + _SLACK
+
+
+def inflate_exactly(stream, size: int, what: str) -> bytes:
+    """The ``size`` bytes the zlib ``stream`` holds; FormatError naming ``what`` otherwise."""
+    if size > inflate_bound(len(stream)):
+        raise FormatError(f"{what}: declares {size} bytes, more than its stream can inflate to ({len(stream)} bytes)")
+    inflater = zlib.decompressobj()
+    try:
+        # max_length bounds memory by the declared size, whatever the stream claims.
+        inflated = inflater.decompress(stream, size + 1)
+    except zlib.error as exc:
+        raise FormatError(f"{what}: corrupt zlib stream ({exc})") from None
+    if len(inflated) != size or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise FormatError(f"{what}: the zlib stream does not hold exactly {size} bytes")
+    return inflated
