@@ -39,7 +39,7 @@ def header(*values):
     [
         (header(0), "at least one symbol"),
         (header(2, 0, 0, 3, 3, 0), "do not add up"),  # counts 3 + 3 for a stream of 5
-        (header(1, 4), "outside the alphabet"),
+        (header(1, 4), "symbol: 4 is outside the range 0..3"),
         (header(1, 0, 5, 1) + b"\0\0\0\0", "no coded words"),
     ],
 )

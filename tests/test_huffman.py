@@ -65,7 +65,7 @@ def table(*varints: int) -> bytes:
     "data, message",
     [
         (table(2, 0, 1, 1, 0, 1), "complete prefix code"),  # lengths 1 and 2 only: Kraft 3/4
-        (table(1, 0, 2, 0, 3), "outside the alphabet"),  # symbols 0 and 4 in an alphabet of 4
+        (table(1, 0, 2, 0, 3), "symbol: 4 is outside the range 0..3"),  # symbols 0 and 4 in an alphabet of 4
         (table(2, 0, 1, 2, 0, 0, 0), "more than one code"),  # symbol 0 at length 1 and at length 2
         (table(25), "more than the allowed 20"),
         (table(2, 0, 0, 0), "no code has the declared longest length"),

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from ..streams.varint import VarintError, decode_varint, encode_varint
+
 VARINT = 0
 FIXED64 = 1
 LENGTH_DELIMITED = 2
 FIXED32 = 5
 
-_MAX_VARINT_BYTES = 10
 
 
 class WireError(ValueError):
@@ -42,29 +43,10 @@ class Field(NamedTuple):
 
 def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
     """Decode the base-128 varint at ``buf[pos]``; return ``(value, next_pos)``."""
-    value = 0
-    shift = 0
-    limit = min(end, pos + _MAX_VARINT_BYTES)
-    while pos < limit:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    raise WireError("truncated or overlong varint")
-
-
-def encode_varint(value: int) -> bytes:
-    """Encode a non-negative integer as a minimal base-128 varint."""
-    if value < 0:
-        raise ValueError("varints here are non-negative")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    try:
+        return decode_varint(buf, pos, end)
+    except VarintError as exc:
+        raise WireError(str(exc)) from None
 
 
 def encode_tag(number: int, wire_type: int) -> bytes:

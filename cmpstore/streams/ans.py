@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
-from .varint import Reader, encode_varint
+from .varint import Reader, encode_ascending, encode_varint
 
 
 def _coder():
@@ -35,11 +35,7 @@ def _coder():
 def write_stream(symbols: np.ndarray) -> bytes:
     """Code ``symbols`` (non-negative integers); return the stream's bytes."""
     used, dense, counts = _dense(symbols)
-    out = bytearray(encode_varint(used.size))
-    previous = -1
-    for symbol in used.tolist():
-        out += encode_varint(symbol - previous - 1)
-        previous = symbol
+    out = bytearray(encode_varint(used.size) + encode_ascending(used.tolist()))
     for count in counts.tolist():
         out += encode_varint(count)
     if used.size < 2:
@@ -56,13 +52,7 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np
     used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
     if used_count == 0:
         raise FormatError(f"{what}: a stream must use at least one symbol")
-    used = np.empty(used_count, dtype=np.int32)
-    symbol = -1
-    for index in range(used_count):
-        symbol += 1 + reader.varint(f"{what} symbol", alphabet_size)
-        if symbol >= alphabet_size:
-            raise FormatError(f"{what}: symbol {symbol} outside the alphabet of {alphabet_size}")
-        used[index] = symbol
+    used = np.array(reader.ascending(used_count, alphabet_size, f"{what} symbol"), dtype=np.int32)
     counts = np.array([reader.varint(f"{what} symbol count", count) for _ in range(used_count)], dtype=np.int64)
     if counts.min() < 1 or int(counts.sum()) != count:
         raise FormatError(f"{what}: symbol counts do not add up to the {count} symbols of the stream")

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FormatError
-from .varint import Reader, encode_varint
+from .varint import Reader, encode_ascending
 
 _UNSIGNED = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
@@ -46,30 +45,14 @@ def lookup(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def codebook_bytes(codebook: np.ndarray) -> bytes:
-    """Serialize a codebook (ascending bit patterns) as varint gaps between patterns.
+    """Serialize a codebook (ascending bit patterns) as ascending varint gaps (see :mod:`.varint`).
 
-    The first pattern is stored as is, each next one as ``pattern - previous - 1``:
     k-means centroids crowd a few binades, so most gaps fit in 3 bytes, not 4.
     """
-    patterns = bit_patterns(codebook).astype(object)
-    previous = -1
-    out = bytearray()
-    for pattern in patterns:
-        out += encode_varint(int(pattern) - previous - 1)
-        previous = int(pattern)
-    return bytes(out)
+    return encode_ascending(int(pattern) for pattern in bit_patterns(codebook).tolist())
 
 
 def read_codebook(reader: Reader, size: int, dtype: np.dtype, what: str) -> np.ndarray:
     """Read what :func:`codebook_bytes` wrote: ``size`` values of ``dtype``."""
-    if size > reader.remaining:  # each entry takes at least one byte
-        raise FormatError(f"{what}: {size} entries declared but only {reader.remaining} bytes remain")
-    limit = (1 << (8 * dtype.itemsize)) - 1
-    patterns = []
-    pattern = -1
-    for _ in range(size):
-        pattern += 1 + reader.varint(what, limit)
-        if pattern > limit:
-            raise FormatError(f"{what}: entry beyond the {8 * dtype.itemsize}-bit range")
-        patterns.append(pattern)
+    patterns = reader.ascending(size, 1 << (8 * dtype.itemsize), what)
     return np.array(patterns, dtype=_UNSIGNED[dtype.itemsize]).view(dtype)

@@ -37,7 +37,7 @@ from bitarray import bitarray, frozenbitarray
 from bitarray.util import ba2int, canonical_decode, int2ba
 
 from ..errors import FormatError
-from .varint import Reader, encode_varint
+from .varint import Reader, encode_ascending, encode_varint
 
 #: Longest code cmpstore writes or accepts (bitarray decodes up to 31).
 MAX_CODE_LENGTH = 20
@@ -184,10 +184,7 @@ class CanonicalCode:
             out += encode_varint(how_many)
         position = 0
         for how_many in self.count[1:]:
-            previous = -1
-            for symbol in self.symbols[position : position + how_many]:
-                out += encode_varint(symbol - previous - 1)
-                previous = symbol
+            out += encode_ascending(self.symbols[position : position + how_many])
             position += how_many
         return bytes(out)
 
@@ -212,12 +209,7 @@ class CanonicalCode:
             _check_counts(count, alphabet_size, what)
             symbols = []
             for how_many in count[1:]:
-                symbol = -1
-                for _ in range(how_many):
-                    symbol += 1 + reader.varint(f"{what} symbol", alphabet_size)
-                    if symbol >= alphabet_size:
-                        raise FormatError(f"{what}: symbol {symbol} outside the alphabet of {alphabet_size}")
-                    symbols.append(symbol)
+                symbols += reader.ascending(how_many, alphabet_size, f"{what} symbol")
             if len(set(symbols)) != len(symbols):
                 raise FormatError(f"{what}: a symbol has more than one code")
             return cls(tuple(count), tuple(symbols))

@@ -1,20 +1,74 @@
-"""LEB128 varints for the small integers inside container sections.
+"""LEB128 varints, the one home of the integer encoding that the protobuf wire format and .cmps share.
 
-:class:`Reader` is a bounds-checked cursor over one section's payload: every
-read says what it was reading, so a short or malformed section produces a
-:class:`~cmpstore.errors.FormatError` that names the field.
+* :func:`encode_varint` / :func:`decode_varint`: one non-negative integer.
+* :func:`encode_ascending` / :meth:`Reader.ascending`: a strictly ascending
+  list of integers as varint gaps (the first as is, each next one as
+  ``value - previous - 1``), as codebooks, Huffman tables and rANS symbol
+  lists store theirs.
+* :class:`Reader`: a bounds-checked cursor over one section's payload; every
+  read says what it was reading, so a short or malformed section produces a
+  :class:`~cmpstore.errors.FormatError` that names the field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
-from ..caffe.wire import encode_varint
 from ..errors import FormatError
 
-__all__ = ["Reader", "encode_varint"]
+#: A 64-bit value needs at most ten 7-bit groups.
+MAX_VARINT_BYTES = 10
 
-_MAX_VARINT_BYTES = 10
+
+class VarintError(ValueError):
+    """The bytes at a position are not a complete varint of at most ten bytes."""
+
+
+def encode_varint(value: int) -> bytes:
+    """A non-negative integer as a minimal base-128 varint.
+
+    >>> encode_varint(300).hex()
+    'ac02'
+    """
+    if value < 0:
+        raise ValueError("varints here are non-negative")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]`` (read no further than ``end``) and the position after it."""
+    value = 0
+    shift = 0
+    limit = min(end, pos + MAX_VARINT_BYTES)
+    while pos < limit:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise VarintError("truncated or overlong varint")
+
+
+def encode_ascending(values: Iterable[int]) -> bytes:
+    """Strictly ascending non-negative integers as varint gaps.
+
+    >>> encode_ascending([3, 4, 10]).hex()
+    '030005'
+    """
+    out = bytearray()
+    previous = -1
+    for value in values:
+        out += encode_varint(value - previous - 1)
+        previous = value
+    return bytes(out)
 
 
 class Reader:
@@ -31,23 +85,27 @@ class Reader:
 
     def varint(self, what: str, maximum: int) -> int:
         """Read a varint and check ``value <= maximum``."""
-        value = 0
-        shift = 0
-        pos = self.pos
-        limit = min(self.end, pos + _MAX_VARINT_BYTES)
-        while True:
-            if pos >= limit:
-                raise FormatError(f"{what}: truncated or overlong varint")
-            byte = self.buf[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
+        try:
+            value, pos = decode_varint(self.buf, self.pos, self.end)
+        except VarintError as exc:
+            raise FormatError(f"{what}: {exc}") from None
         if value > maximum:
             raise FormatError(f"{what} is {value}, more than the allowed {maximum}")
         self.pos = pos
         return value
+
+    def ascending(self, count: int, limit: int, what: str) -> list[int]:
+        """Read what :func:`encode_ascending` wrote: ``count`` values, each below ``limit``."""
+        if count > self.remaining:  # each value takes at least one byte
+            raise FormatError(f"{what}: {count} values declared but only {self.remaining} bytes remain")
+        values = []
+        value = -1
+        for _ in range(count):
+            value += 1 + self.varint(what, limit)
+            if value >= limit:
+                raise FormatError(f"{what}: {value} is outside the range 0..{limit - 1}")
+            values.append(value)
+        return values
 
     def take(self, length: int, what: str) -> memoryview:
         """Return the next ``length`` bytes, checked against what remains."""
