@@ -221,8 +221,8 @@ def _join_blob(buf, blob: wire.Field, address: tuple, by_address: dict) -> list:
 
 
 def _packed(number: int, values) -> list:
-    if values.nbytes == 0:
-        return []
+    # Written even when empty: a payload stands for a field the skeleton's source had, and an
+    # empty packed field is still a field (Caffe writes none, so its files never have one).
     return [wire.length_delimited(number, values.nbytes), values]
 
 

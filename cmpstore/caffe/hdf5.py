@@ -76,7 +76,8 @@ def _read(h5, path: str) -> Model:
                 raise ModelError(f"blobs must be datasets named 0..{len(group) - 1}", path=path, where=where)
             values = _float_values(dataset, path, f"{where} blob {blob_index}")
             field = _VALUE_FIELD[values.dtype.newbyteorder("=")]
-            payloads.append(Payload(BlobAddress(LAYER_FIELD, layer_index, blob_index, field), values.ravel()))
+            if values.size:  # an empty blob has no data field, as Caffe writes it
+                payloads.append(Payload(BlobAddress(LAYER_FIELD, layer_index, blob_index, field), values.ravel()))
             diff = None
             if isinstance(diff_group, h5py.Group):
                 diff_dataset = _linked(diff_group, str(blob_index), path)

@@ -19,8 +19,9 @@ from ..streams.varint import VarintError, decode_varint, encode_varint
 VARINT = 0
 FIXED64 = 1
 LENGTH_DELIMITED = 2
+START_GROUP = 3  # proto2 groups: nothing in caffe.proto, but unknown fields may be groups
+END_GROUP = 4
 FIXED32 = 5
-
 
 
 class WireError(ValueError):
@@ -68,11 +69,46 @@ def read_field(buf, pos: int, end: int) -> Field:
         value_end = value_start + length
     elif wire_type == FIXED32:
         value_end = value_start + 4
+    elif wire_type == START_GROUP:
+        value_end = _group_end(buf, value_start, end, number, pos)
+    elif wire_type == END_GROUP:
+        raise WireError(f"end of group {number} at byte {pos} without its start")
     else:
         raise WireError(f"unsupported wire type {wire_type} at byte {pos}")
     if value_end > end:
         raise WireError(f"field {number} at byte {pos} runs past the end of its message")
     return Field(number, wire_type, pos, value_start, value_end)
+
+
+#: protobuf's own limit on nested messages and groups.
+MAX_GROUP_DEPTH = 100
+
+
+def _group_end(buf, pos: int, end: int, number: int, start: int) -> int:
+    """Where the group of field ``number`` that starts before ``pos`` ends: after its END_GROUP tag.
+
+    A group is opaque here, as every field cmpstore does not touch: it is
+    walked only to find its end, so that it is kept byte for byte.
+    """
+    open_groups = [number]
+    while pos < end:
+        key, after = read_varint(buf, pos, end)
+        field_number, wire_type = key >> 3, key & 7
+        if wire_type == END_GROUP:
+            if field_number != open_groups[-1]:
+                raise WireError(f"end of group {field_number} at byte {pos} inside group {open_groups[-1]}")
+            open_groups.pop()
+            if not open_groups:
+                return after
+            pos = after
+        elif wire_type == START_GROUP:
+            if len(open_groups) >= MAX_GROUP_DEPTH:
+                raise WireError(f"groups nested more than {MAX_GROUP_DEPTH} deep at byte {pos}")
+            open_groups.append(field_number)
+            pos = after
+        else:
+            pos = read_field(buf, pos, end).end
+    raise WireError(f"group {number} at byte {start} has no end")
 
 
 def iter_fields(buf, start: int, end: int) -> Iterator[Field]:

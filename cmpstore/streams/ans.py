@@ -62,6 +62,9 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np
         if word_count:
             raise FormatError(f"{what}: a one-symbol stream must have no coded words")
         return np.full(count, used[0], dtype=np.int32)
+    if word_count and words[-1] == 0:
+        # The encoder's last word is the top of its final state, never 0 (docs/FORMAT.md, rANS streams).
+        raise FormatError(f"{what}: the last coded word is 0, which no encoder writes")
     coder_class, categorical = _coder()
     decoder = coder_class(np.ascontiguousarray(words, dtype=np.uint32))
     dense = np.asarray(decoder.decode(categorical(counts / counts.sum(), perfect=False), count))
