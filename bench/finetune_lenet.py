@@ -4,7 +4,7 @@
         [--schedule S.json ...] [--backend stock cmp] [--seeds 0 1 2] [--data mnist] \\
         [--work-root DIR] [--json OUT] [--plot OUT.png]
 
-Runs tools/deep_compress.py for every schedule, backend and seed (default:
+Runs ``cmpstore finetune`` for every schedule, backend and seed (default:
 the fork's seed schedule, 23,500 iterations, stock backend, seed 0) from
 ../shared/models/lenet_iter_10000.caffemodel, on all of MNIST (trained on the
 60,000 training digits, measured on the 10,000 test digits) unless --data
@@ -37,7 +37,7 @@ def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> di
     pretrained = SHARED_MODELS / "lenet_iter_10000.caffemodel"
     output = os.path.join(work_dir, "compressed.cmps")
     command = [
-        sys.executable, str(ROOT / "tools" / "deep_compress.py"),
+        sys.executable, "-m", "cmpstore", "finetune",
         "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
         "--weights", str(pretrained), "--schedule", schedule, "--backend", backend, "--seed", str(seed),
         "--data", data, "--work-dir", work_dir, "-o", output,

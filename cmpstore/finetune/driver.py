@@ -50,7 +50,7 @@ CMP_TYPES = tuple(STOCK_TO_CMP.values())
 
 @dataclass
 class Job:
-    """Everything one run needs; see ``tools/deep_compress.py`` for the options."""
+    """Everything one run needs; see ``cmpstore finetune --help`` for the options."""
 
     net: str  # train/val prototxt
     solver: str  # solver prototxt

@@ -18,7 +18,7 @@ from ..errors import UsageError
 
 #: Layer types that read data from a database or file; the driver replaces them by Input layers.
 DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Input", "DummyData"})
-STOCK_TO_CMP = {"Convolution": "CmpConvolution", "InnerProduct": "CmpInnerProduct"}
+STOCK_TO_CMP = {stock: cmp for cmp, stock in netproto.CMP_TO_STOCK.items()}
 _PHASES = {netproto.Phase.Value("TRAIN"): "train", netproto.Phase.Value("TEST"): "test"}
 
 

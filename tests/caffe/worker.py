@@ -59,7 +59,7 @@ def backward(net_path, weights, out):
 
 def train(net_path, solver_path, data_spec, iterations, out):
     """Train ``net_path`` (a train/val net with data layers) from its fillers on cmpstore's data set."""
-    from cmpstore import netproto
+    from cmpstore.caffe import netproto
     from cmpstore.finetune.data import BatchStream, load_dataset
     from cmpstore.finetune.stagefiles import stage_solver, with_input_layers
 
