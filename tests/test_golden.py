@@ -1,27 +1,68 @@
-"""A file encoded once by format version 1, decoded on every run: format changes cannot slip in."""
+"""Files encoded once by format version 1, decoded on every run: a format change cannot slip in.
+
+One golden file per codec id and per source format (tests/fixtures/golden/,
+written by make.py there), each beside the dense caffemodel it must decode to,
+byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
+"""
 
 import hashlib
 import pathlib
 
+import pytest
+
 from cmpstore import api
 from cmpstore.caffe.caffemodel import caffemodel_bytes
 
-GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden-v1.cmps"
-# sha256 of the dense caffemodel that was encoded into golden-v1.cmps (a seeded
-# two-layer net from cmpstore.synthetic, written when the format was frozen).
-DECODED_SHA256 = "f852ae98db74c8f044cd271540c1fb89c7eadc51c806401cc132f41a197161c9"
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+# name: (codec of each BLOB section, source format, entropy coder it was written with)
+FILES = {
+    "codec-raw": (["raw"], "caffemodel", "huffman"),
+    "codec-deflate": (["deflate"], "caffemodel", "huffman"),
+    "codec-sparse": (["sparse"], "caffemodel", "huffman"),
+    "codec-sparse-ans": (["sparse-ans"], "caffemodel", "ans"),
+    "source-current": (["sparse", "raw"], "caffemodel", "huffman"),
+    "source-legacy-v1": (["sparse", "raw", "sparse", "raw"], "caffemodel", "huffman"),
+    "source-float64": (["sparse", "raw", "sparse", "raw"], "caffemodel", "huffman"),
+    "source-hdf5": (["sparse", "raw"], "hdf5", "huffman"),
+}
+V1 = FIXTURES / "golden-v1.cmps"
+# sha256 of the dense caffemodel encoded into golden-v1.cmps (a seeded two-layer net of
+# cmpstore.synthetic, written when the format was frozen).
+V1_DECODED_SHA256 = "f852ae98db74c8f044cd271540c1fb89c7eadc51c806401cc132f41a197161c9"
 
 
-def test_golden_file_decodes_to_the_same_model():
-    model = api.decode_bytes(GOLDEN.read_bytes(), str(GOLDEN))
-    assert hashlib.sha256(caffemodel_bytes(model)).hexdigest() == DECODED_SHA256
+@pytest.mark.parametrize("name", FILES)
+def test_golden_file_decodes_to_its_caffemodel(name, tmp_path):
+    expected = (GOLDEN / f"{name}.caffemodel").read_bytes()
+    assert caffemodel_bytes(api.decode(GOLDEN / f"{name}.cmps")) == expected
+    api.decode(GOLDEN / f"{name}.cmps", tmp_path / "streamed.caffemodel")
+    assert (tmp_path / "streamed.caffemodel").read_bytes() == expected
 
 
-def test_encoder_still_writes_the_golden_bytes():
-    golden = GOLDEN.read_bytes()
-    assert api.encode(api.decode_bytes(golden)) == golden
+@pytest.mark.parametrize("name", FILES)
+def test_encoder_still_writes_the_golden_bytes(name):
+    golden = (GOLDEN / f"{name}.cmps").read_bytes()
+    assert api.encode(api.decode(GOLDEN / f"{name}.cmps"), coder=FILES[name][2]) == golden
 
 
-def test_golden_file_reports_its_codecs():
-    sections = api.inspect(GOLDEN)["sections"]
-    assert [s["codec"] for s in sections[1:]] == ["sparse", "raw", "sparse"]
+@pytest.mark.parametrize("name", FILES)
+def test_golden_file_holds_the_codecs_and_source_it_is_named_for(name):
+    info = api.inspect(GOLDEN / f"{name}.cmps")
+    codecs, source_format, _ = FILES[name]
+    assert [section["codec"] for section in info["sections"][1:]] == codecs
+    assert info["sections"][0]["source_format"] == source_format
+
+
+def test_hdf5_golden_file_decodes_to_hdf5_with_the_same_values(tmp_path):
+    api.decode(GOLDEN / "source-hdf5.cmps", tmp_path / "back.caffemodel.h5")
+    assert api.verify(GOLDEN / "source-hdf5.cmps", tmp_path / "back.caffemodel.h5") == []
+    weights = api.load_weights(tmp_path / "back.caffemodel.h5")
+    assert sorted(weights) == ["conv"] and [blob.dtype.name for blob in weights["conv"]] == ["float32", "float64"]
+
+
+def test_oldest_golden_file_decodes_to_the_same_model():
+    model = api.decode_bytes(V1.read_bytes(), str(V1))
+    assert hashlib.sha256(caffemodel_bytes(model)).hexdigest() == V1_DECODED_SHA256
+    assert api.encode(model) == V1.read_bytes()
+    assert [s["codec"] for s in api.inspect(V1)["sections"][1:]] == ["sparse", "raw", "sparse"]

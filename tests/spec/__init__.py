@@ -1,0 +1,1 @@
+"""Second implementations written from docs/FORMAT.md alone, to prove the spec."""
