@@ -232,6 +232,24 @@ def compress(
     return encoded, outcomes
 
 
+def import_han(net: str | os.PathLike, prototxt: str | os.PathLike, output: str | os.PathLike | None = None) -> Model:
+    """Read the Deep Compression authors' released ``.net`` file, with the shapes from its deploy ``prototxt``.
+
+    With ``output`` the model is also written, in the format its extension names
+    (``.cmps``, ``.caffemodel``, ``.h5``, ``.npz``).  No Caffe is needed.
+    """
+    from .caffe.han import import_han as read_han
+
+    net = os.fspath(net)
+    with reading(net, ModelError):
+        model = read_han(net, prototxt)
+    if output is not None:
+        refuse_overwriting_input(output, net)
+        refuse_overwriting_input(output, os.fspath(prototxt))
+        save_model(model, output)
+    return model
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """The weights of any supported file, by layer name, each blob shaped as in Caffe.
 

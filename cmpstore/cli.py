@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _encode(args) -> int:
-    output = args.output or _replace_extension(args.model, FILE_EXTENSION)
+    output = args.output or formats.default_output(args.model, formats.CMPS)
     _check_output(output, args.force, args.model)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
     model = api.load_model(args.model)
@@ -204,7 +204,7 @@ def _encode(args) -> int:
 
 
 def _decode(args) -> int:
-    output = args.output or _replace_extension(args.encoded, ".caffemodel")
+    output = args.output or formats.default_output(args.encoded, formats.CAFFEMODEL)
     _check_output(output, args.force, args.encoded)
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
@@ -282,12 +282,8 @@ def _verify(args) -> int:
 
 
 def _import_han(args) -> int:
-    from .caffe.han import import_han
-
     _check_output(args.output, args.force, args.net)
-    with reading(args.net, ModelError):
-        model = import_han(args.net, args.prototxt)
-    api.save_model(model, args.output)
+    api.import_han(args.net, args.prototxt, args.output)
     print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
@@ -475,13 +471,6 @@ def _check_output(output: str, force: bool, source: str | None = None) -> None:
     refuse_overwriting_input(output, source)
     if os.path.exists(output) and not force:
         raise UsageError("output exists; use --force to overwrite it", path=output)
-
-
-def _replace_extension(path: str, extension: str) -> str:
-    for known in (".caffemodel.h5", ".caffemodel", ".h5", FILE_EXTENSION):
-        if path.endswith(known):
-            return path[: -len(known)] + extension
-    return path + extension
 
 
 if __name__ == "__main__":

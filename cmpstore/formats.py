@@ -152,6 +152,18 @@ def for_output(path: str | os.PathLike, name: str | None = None) -> FileFormat:
     return fmt
 
 
+def default_output(source: str | os.PathLike, fmt: FileFormat) -> str:
+    """The output a command writes when none is named: ``source`` with ``fmt``'s extension instead of its own.
+
+    >>> default_output("lenet.caffemodel", CMPS), default_output("models/lenet.cmps", CAFFEMODEL)
+    ('lenet.cmps', 'models/lenet.caffemodel')
+    """
+    source = os.fspath(source)
+    known = sorted({ext for f in FORMATS.values() for ext in f.extensions}, key=len, reverse=True)
+    stem = next((source[: -len(ext)] for ext in known if source.endswith(ext)), source)
+    return stem + fmt.extensions[0]
+
+
 def read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as stream:
