@@ -1,0 +1,67 @@
+"""open_cmps: one handle whose entries every consumer loops over."""
+
+import os
+
+import numpy as np
+import pytest
+from common import assert_bit_identical
+from nets import layer_net_bytes, legacy_net_bytes
+
+from cmpstore import api
+from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.cmps import container
+from cmpstore.cmps.reader import open_cmps
+
+MODEL = split_caffemodel(legacy_net_bytes(double=True))
+ENCODED = api.encode(split_caffemodel(layer_net_bytes()), coder="ans")
+
+
+def test_entries_locate_every_blob_section():
+    cmps = open_cmps(ENCODED)
+    sections = container.read_sections(ENCODED)[1:]
+    assert [(e.offset, e.size) for e in cmps.entries] == [(s.offset, s.size_on_disk) for s in sections]
+    assert cmps.header_and_net_bytes + sum(e.size for e in cmps.entries) == cmps.size == len(ENCODED)
+    assert {e.codec.name for e in cmps.entries} >= {"sparse", "raw"}
+
+
+def test_decode_decode_into_and_windows_agree():
+    cmps = open_cmps(ENCODED)
+    model = {p.address: p.values for p in split_caffemodel(layer_net_bytes()).payloads}
+    for entry in cmps.entries:
+        expected = model[entry.address]
+        assert_bit_identical(cmps.decode(entry), expected)
+        buffer = np.full(entry.count + 7, np.nan, dtype=entry.dtype)
+        cmps.decode_into(entry, buffer, start=5)
+        assert_bit_identical(buffer[5 : 5 + entry.count], expected)
+        assert np.isnan(buffer[:5]).all() and np.isnan(buffer[5 + entry.count :]).all()
+        pieces = [(start, values.copy()) for start, values in cmps.windows(entry, 7)]
+        assert [start for start, _ in pieces] == list(range(0, entry.count, 7))
+        if pieces:
+            assert_bit_identical(np.concatenate([values for _, values in pieces]), expected)
+
+
+@pytest.mark.parametrize("codec_name", ["raw", "deflate", "sparse", "sparse-ans"])
+def test_every_codec_decodes_into_a_callers_buffer(codec_name):
+    from cmpstore.codecs import CODECS
+
+    codec = next(codec() for codec in CODECS.values() if codec.name == codec_name)
+    values = np.zeros(300, dtype="<f8")
+    values[::7] = np.linspace(-1, 1, values[::7].size)
+    out = np.full(300, 9.0)
+    assert codec.decode(codec.encode(values), 300, values.dtype, "blob", out=out) is out
+    assert_bit_identical(out, values)
+    with pytest.raises(ValueError, match="out must be a writable 1-D array of 300 values of float64"):
+        codec.decode(codec.encode(values), 300, values.dtype, "blob", out=np.zeros(299))
+
+
+def test_a_file_is_mapped_and_a_pipe_is_read(tmp_path):
+    path = tmp_path / "m.cmps"
+    path.write_bytes(api.encode(MODEL))
+    mapped = open_cmps(path)
+    assert type(mapped.buffer.obj).__name__ == "mmap"
+    read, write = os.pipe()
+    os.write(write, path.read_bytes())
+    os.close(write)
+    piped = open_cmps(f"/proc/self/fd/{read}")
+    os.close(read)
+    assert [piped.decode(e).tobytes() for e in piped.entries] == [mapped.decode(e).tobytes() for e in mapped.entries]
