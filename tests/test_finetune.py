@@ -81,7 +81,7 @@ def test_fingerprint_changes_with_iterations():
         ),
         (
             {"layers": {"a": {}}, "stages": [{"prune": {"a": 1.5}, "iterations": 1}]},
-            "'a': sparse ratio must be in [0, 1)",
+            "layer 'a': a sparse ratio must be in [0, 1), got 1.5",
         ),
         (
             {"layers": {"a": {}}, "stages": [{"prune": {"a": "x"}, "iterations": 1}]},

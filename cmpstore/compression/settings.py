@@ -21,31 +21,31 @@ MIN_INDEX_BITS = 1
 MAX_INDEX_BITS = 16
 
 
-def checked_ratio(selector: str, ratio: object, option: str = "--ratios") -> float:
-    """A ``sparse_ratio``: a number in [0, 1)."""
+def checked_ratio(ratio: object, where: str) -> float:
+    """A ``sparse_ratio``: a number in [0, 1).  ``where`` names the setting in the message."""
     if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0.0 <= float(ratio) < 1.0:
-        raise UsageError(f"{option} {selector}={ratio}: a sparse ratio must be in [0, 1)")
+        raise UsageError(f"{where}: a sparse ratio must be in [0, 1), got {ratio}")
     return float(ratio)
 
 
-def checked_clusters(selector: str, clusters: object, option: str = "--clusters") -> int:
+def checked_clusters(clusters: object, where: str) -> int:
     """A ``class_num``: a whole number in 1..MAX_CLUSTERS."""
     if isinstance(clusters, bool) or not isinstance(clusters, Integral) or not 1 <= clusters <= MAX_CLUSTERS:
-        raise UsageError(f"{option} {selector}={clusters}: the number of clusters must be in 1..{MAX_CLUSTERS}")
+        raise UsageError(f"{where}: the number of clusters must be in 1..{MAX_CLUSTERS}, got {clusters}")
     return int(clusters)
 
 
-def checked_index_bits(selector: str, bits: object, option: str = "--index-bits") -> int:
+def checked_index_bits(bits: object, where: str) -> int:
     """A relative-index width: a whole number in MIN_INDEX_BITS..MAX_INDEX_BITS."""
     if isinstance(bits, bool) or not isinstance(bits, Integral) or not MIN_INDEX_BITS <= bits <= MAX_INDEX_BITS:
-        raise UsageError(f"{option} {selector}={bits}: must be in {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
+        raise UsageError(f"{where}: index bits must be in {MIN_INDEX_BITS}..{MAX_INDEX_BITS}, got {bits}")
     return int(bits)
 
 
 def checked(settings: Mapping[str, object] | None, check, option: str) -> dict:
-    """Every value of ``settings`` through ``check`` (one of the above); a copy."""
+    """Every value of ``settings`` (selector -> value) through ``check`` (one of the above); a copy."""
     if settings is None:
         return {}
     if not isinstance(settings, Mapping):
         raise UsageError(f"{option}: expected a mapping of layer names or conv/fc to values")
-    return {str(selector): check(str(selector), value, option) for selector, value in settings.items()}
+    return {str(selector): check(value, f"{option} {selector}") for selector, value in settings.items()}

@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..compression.prune import pruned_count
+from ..compression.settings import checked_clusters, checked_ratio
 from ..errors import UsageError
 
 SOLVER_FIELDS = frozenset(
@@ -196,12 +196,10 @@ def _layer_setting(name, value) -> LayerSetting:
 
 
 def _checked_setting(name: str, setting: LayerSetting) -> LayerSetting:
-    try:
-        pruned_count(1, setting.sparse_ratio)
-    except ValueError as exc:
-        raise UsageError(f"layer {name!r}: {exc}") from None
-    if setting.class_num is not None and not 1 <= setting.class_num <= 65536:
-        raise UsageError(f"layer {name!r}: class_num must be in 1..65536, got {setting.class_num}")
+    where = f"layer {name!r}"
+    checked_ratio(setting.sparse_ratio, where)
+    if setting.class_num is not None:
+        checked_clusters(setting.class_num, where)
     return setting
 
 
