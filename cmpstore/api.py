@@ -10,12 +10,12 @@ file to a binary caffemodel streams it blob by blob
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from . import formats
-from .atomic import refuse_overwriting_input, write_chunks
+from .atomic import Placement, check_output, write_chunks
 from .caffe import netproto
 from .caffe.model import Model
 from .cmps import container
@@ -53,14 +53,23 @@ def load_model(path: str | os.PathLike) -> Model:
     return formats.sniff(path).read(path)
 
 
-def save_model(model: Model, output: str | os.PathLike, *, format: str | None = None) -> None:
+def save_model(
+    model: Model,
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+) -> None:
     """Write a model atomically: ``caffemodel``, Caffe ``hdf5`` (``h5``), ``npz`` or ``cmps``.
 
     ``format`` defaults to what the output's extension says, else a binary
     caffemodel.  ``npz`` holds the dense weights for deployment outside
-    Caffe, one array per blob named ``<layer>/<blob index>``.
+    Caffe, one array per blob named ``<layer>/<blob index>``.  An existing
+    output is replaced only with ``force``, and never one of ``inputs``, the
+    files the model was made from (see :mod:`cmpstore.atomic`).
     """
-    formats.for_output(output, format).write(model, os.fspath(output))
+    formats.for_output(output, format).write(model, os.fspath(output), Placement.of(force, inputs))
 
 
 def check_shapes(model: Model, path: str | None = None) -> list:
@@ -75,6 +84,7 @@ def encode(
     index_bits: Mapping[str, int] | None = None,
     progress: Progress = silent,
     coder: str = "huffman",
+    force: bool = False,
 ) -> bytes:
     """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
 
@@ -95,6 +105,8 @@ def encode(
         Entropy coder of the sparse streams: canonical Huffman (the paper's)
         or range ANS, which comes within a fraction of a percent of the
         streams' entropy.  Recorded per blob; decoding needs no option.
+    force : bool
+        Replace an existing ``output`` (never the input).
 
     Returns
     -------
@@ -113,13 +125,15 @@ def encode(
     if coder not in SPARSE_CODERS:
         raise UsageError(f"unknown coder {coder!r}; use {' or '.join(SPARSE_CODERS)}")
     path = None if isinstance(source, Model) else os.fspath(source)
+    placement = Placement.of(force, [path])
+    if output is not None:
+        check_output(output, placement)
     model = source if isinstance(source, Model) else load_model(source)
     model.check_shapes(path)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
     encoded = encode_model(model, policy, progress, coder)
     if output is not None:
-        refuse_overwriting_input(output, path)
-        write_chunks(output, [encoded])
+        write_chunks(output, [encoded], placement)
     return encoded
 
 
@@ -137,6 +151,7 @@ def decode(
     deploy: bool = False,
     workers: int | None = None,
     progress: Progress = silent,
+    force: bool = False,
 ) -> Model | None:
     """Decode a ``.cmps`` file: into memory, or into ``output``.
 
@@ -153,6 +168,8 @@ def decode(
     deploy : bool
         Rename CmpConvolution/CmpInnerProduct to Convolution/InnerProduct and
         drop the fork's fields, so stock Caffe can use the net.
+    force : bool
+        Replace an existing ``output`` (never the input).
 
     Examples
     --------
@@ -167,19 +184,22 @@ def decode(
     1724643
     """
     path = os.fspath(source)
+    placement = Placement.of(force, [path])
+    target = None
+    if output is not None:
+        target = formats.for_output(output, format)
+        check_output(output, placement)
     cmps = _open(path)
-    if output is None:
+    if target is None:
         with reading(path):
             model = cmps.model(progress)
         return _deployed(model, path) if deploy else model
-    refuse_overwriting_input(output, path)
-    target = formats.for_output(output, format)
     with reading(path):
         if target is formats.CAFFEMODEL:
-            write_caffemodel(cmps, output, deploy=deploy, workers=workers, progress=progress)
+            write_caffemodel(cmps, output, placement, deploy=deploy, workers=workers, progress=progress)
             return None
         model = cmps.model(progress)
-    target.write(_deployed(model, path) if deploy else model, os.fspath(output))
+    target.write(_deployed(model, path) if deploy else model, os.fspath(output), placement)
     return None
 
 
@@ -195,12 +215,15 @@ def compress(
     index_bits: Mapping[str, int] | None = None,
     coder: str = "huffman",
     progress: Progress = silent,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> tuple[bytes, list[LayerOutcome]]:
     """Prune, weight-share and encode a model in one go; write the ``.cmps`` to ``output`` if given.
 
     ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
-    :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``
-    and ``coder`` those of :func:`encode`.
+    :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``,
+    ``coder`` and ``force`` those of :func:`encode`.  ``inputs`` names other
+    files the settings came from (a prototxt), which ``output`` must never be.
 
     Returns
     -------
@@ -220,6 +243,9 @@ def compress(
 
     """
     path = None if isinstance(source, Model) else os.fspath(source)
+    placement = Placement.of(force, [path, *inputs])
+    if output is not None:
+        check_output(output, placement)
     model = source if isinstance(source, Model) else load_model(source)
     try:
         compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
@@ -227,12 +253,17 @@ def compress(
         raise exc.located(path=path) from None
     encoded = encode(compressed, None, index_bits=index_bits, coder=coder)
     if output is not None:
-        refuse_overwriting_input(output, path)
-        write_chunks(output, [encoded])
+        write_chunks(output, [encoded], placement)
     return encoded, outcomes
 
 
-def import_han(net: str | os.PathLike, prototxt: str | os.PathLike, output: str | os.PathLike | None = None) -> Model:
+def import_han(
+    net: str | os.PathLike,
+    prototxt: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+) -> Model:
     """Read the Deep Compression authors' released ``.net`` file, with the shapes from its deploy ``prototxt``.
 
     With ``output`` the model is also written, in the format its extension names
@@ -241,12 +272,15 @@ def import_han(net: str | os.PathLike, prototxt: str | os.PathLike, output: str 
     from .caffe.han import import_han as read_han
 
     net = os.fspath(net)
+    placement = Placement.of(force, [net, prototxt])
+    target = None
+    if output is not None:
+        target = formats.for_output(output)
+        check_output(output, placement)
     with reading(net, ModelError):
         model = read_han(net, prototxt)
-    if output is not None:
-        refuse_overwriting_input(output, net)
-        refuse_overwriting_input(output, os.fspath(prototxt))
-        save_model(model, output)
+    if target is not None:
+        target.write(model, os.fspath(output), placement)
     return model
 
 
@@ -334,6 +368,20 @@ def report(path: str | os.PathLike) -> Report:
             cmps = open_cmps(encode(path), path)
     with reading(path):
         return build_report(cmps, path)
+
+
+def plot(path: str | os.PathLike, output: str | os.PathLike, *, force: bool = False) -> Report:
+    """Draw the report of ``path`` and its layers' weight histograms into the PNG file ``output``.
+
+    Needs matplotlib (``pip install 'cmpstore[plot]'``).  Returns the report.
+    """
+    from .plot import plot_report
+
+    placement = Placement.of(force, [path])
+    check_output(output, placement)
+    summary = report(path)
+    plot_report(summary, load_weights(path), output, placement)
+    return summary
 
 
 def inspect(path: str | os.PathLike) -> dict:

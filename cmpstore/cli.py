@@ -7,13 +7,16 @@ input (one line on stderr, no traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
+import signal
 import sys
 
 from . import __version__, api, formats
-from .atomic import refuse_overwriting_input
+from .atomic import Placement, check_output
 from .caffe import caffemodel, netproto
 from .cmps.container import FILE_EXTENSION
 from .compression import kmeans, selectors, transform
@@ -42,21 +45,99 @@ EXAMPLES = {
 }
 
 
+#: Exit statuses beside 0 and verify's 1: bad usage or input, and 128 + the signal, as shells report them.
+EXIT_ERROR = 2
+SIGNALS_LIKE_CTRL_C = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind as Ctrl-C does, so that partial outputs and workers are cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="cmpstore: %(message)s", stream=sys.stderr)
+    previous = {signum: signal.signal(signum, _terminate) for signum in SIGNALS_LIKE_CTRL_C}
+    if sys.stdout is None:  # started with stdout closed: the first write, of text or data, must fail clearly
+        sys.stdout = _ClosedStdout()
     try:
-        return args.run(args)
+        status = args.run(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a full disk or a closed pipe can still be reported
+        return status
     except CmpstoreError as exc:
-        print(f"cmpstore {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _failed(args, str(exc))
+    except MemoryError:
+        return _failed(args, "not enough memory")
     except KeyboardInterrupt:
-        print(f"cmpstore {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _failed(args, "interrupted", 128 + signal.SIGINT)
+    except Terminated as exc:
+        return _failed(args, f"terminated by {signal.Signals(exc.signum).name}", 128 + exc.signum)
     except BrokenPipeError:
-        return 0
+        # Whoever reads our output has gone (head, a closed pager): stop quietly, as cat does.
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # writing to standard output: a full disk, a closed descriptor
+        _discard_stdout()
+        reason = exc.strerror or str(exc)
+        return _failed(args, reason if exc.errno == errno.EBADF else f"cannot write to standard output ({reason})")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _failed(args, problem: str, status: int = EXIT_ERROR) -> int:
+    """Say what went wrong on one line of stderr, if there is a stderr; return the exit status."""
+    kind = "error: " if status == EXIT_ERROR else ""
+    _to_stderr(f"cmpstore {args.command}: {kind}{problem}")
+    return status
+
+
+def _to_stderr(line: str) -> None:
+    """A line for the user, on stderr, or nowhere when stderr is closed (never on stdout instead)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail again."""
+    if sys.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _ClosedStdout:
+    """What stands for a closed stdout: every write fails as writing to a closed descriptor does."""
+
+    def write(self, text):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self):
+        pass
+
+    @property
+    def buffer(self):
+        return self
+
+    def fileno(self):
+        raise ValueError("standard output is closed")
+
+
+def _data_stdout():
+    """Standard output for binary data, or a UsageError, before any work, when it is closed."""
+    if isinstance(sys.stdout, _ClosedStdout):
+        raise UsageError("standard output is closed; name an output file with -o")
+    return sys.stdout.buffer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("file", help=".cmps, .caffemodel or .caffemodel.h5")
     report.add_argument("--json", action="store_true", help="print JSON (docs/REPORT_JSON.md) instead of a table")
     report.add_argument("--plot", metavar="PNG", help="also draw weight histograms and bytes per layer (matplotlib)")
+    report.add_argument("-f", "--force", action="store_true", help="overwrite an existing --plot file")
 
     inspect = command("inspect", "show the header and sections of a .cmps file without decoding weights", _inspect)
     inspect.add_argument("encoded", help=f"input {FILE_EXTENSION} file")
@@ -176,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("-o", "--output", help="encoded result (default: WORK_DIR/compressed.cmps)")
     finetune.add_argument("--dry-run", action="store_true", help="only write each stage's net and solver prototxt")
     finetune.add_argument("--seed", type=int, default=0, help="seed for batch order and Caffe (default: 0)")
+    finetune.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
     example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
     example.add_argument("output", help="output .caffemodel")
@@ -186,18 +269,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _encode(args) -> int:
     output = args.output or formats.default_output(args.model, formats.CMPS)
-    _check_output(output, args.force, args.model)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
-    model = api.load_model(args.model)
-    progress = Progress(len(model.payloads), "encode", wants_bar(args.quiet))
+    stdout = _data_stdout() if output == "-" else None
+    progress = Progress(None, "encode", wants_bar(args.quiet))
     try:
         encoded = api.encode(
-            model, None if output == "-" else output, index_bits=index_bits, progress=progress, coder=args.coder
+            args.model,
+            None if stdout else output,
+            index_bits=index_bits,
+            progress=progress,
+            coder=args.coder,
+            force=args.force,
         )
     finally:
         progress.close()
-    if output == "-":
-        sys.stdout.buffer.write(encoded)
+    if stdout:
+        stdout.write(encoded)
     size = os.path.getsize(args.model)
     _summary(args, output, f"{args.model} ({size:,} B) -> {output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
     return 0
@@ -205,20 +292,22 @@ def _encode(args) -> int:
 
 def _decode(args) -> int:
     output = args.output or formats.default_output(args.encoded, formats.CAFFEMODEL)
-    _check_output(output, args.force, args.encoded)
+    stdout = _data_stdout() if output == "-" else None
+    if stdout and formats.by_name(args.format or "caffemodel") is not formats.CAFFEMODEL:
+        raise UsageError(f"--format {args.format} needs a seekable file, not standard output")
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
-        if output == "-":
-            if formats.by_name(args.format or "caffemodel") is not formats.CAFFEMODEL:
-                raise UsageError(f"--format {args.format} needs a seekable file, not standard output")
+        if stdout:
             model = api.decode(args.encoded, deploy=args.deploy, progress=progress)
         else:
-            api.decode(args.encoded, output, format=args.format, deploy=args.deploy, progress=progress)
+            api.decode(
+                args.encoded, output, format=args.format, deploy=args.deploy, progress=progress, force=args.force
+            )
     finally:
         progress.close()
-    if output == "-":
+    if stdout:
         for chunk in caffemodel.join_caffemodel(model):
-            sys.stdout.buffer.write(chunk)
+            stdout.write(chunk)
         _summary(args, output, f"{args.encoded} -> standard output (caffemodel)")
     else:
         written = formats.for_output(output, args.format).name
@@ -227,20 +316,21 @@ def _decode(args) -> int:
 
 
 def _summary(args, output: str, line: str) -> None:
-    """The one-line result: on stdout, or on stderr when stdout carries the data."""
-    if not args.quiet:
-        print(line, file=sys.stderr if output == "-" else sys.stdout)
+    """The one-line result: on stdout, or on stderr when stdout carries the data (and nowhere without a stderr)."""
+    if args.quiet:
+        return
+    stream = sys.stderr if output == "-" else sys.stdout
+    if stream is not None:
+        print(line, file=stream)
 
 
 def _report(args) -> int:
-    report = api.report(args.file)
+    report = api.plot(args.file, args.plot, force=args.force) if args.plot else api.report(args.file)
     print(report.to_json() if args.json else format_table(report))
-    if args.plot:
-        from .plot import plot_report
-
-        plot_report(report, api.load_weights(args.file), args.plot)
-        if not args.quiet:
-            print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    if args.plot and not args.quiet:
+        stream = sys.stderr if args.json else sys.stdout  # never into the JSON, even without a stderr
+        if stream is not None:
+            print(f"wrote {args.plot}", file=stream)
     return 0
 
 
@@ -282,8 +372,7 @@ def _verify(args) -> int:
 
 
 def _import_han(args) -> int:
-    _check_output(args.output, args.force, args.net)
-    api.import_han(args.net, args.prototxt, args.output)
+    api.import_han(args.net, args.prototxt, args.output, force=args.force)
     print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
@@ -312,10 +401,11 @@ def _finetune(args) -> int:
             output=args.output,
             dry_run=args.dry_run,
             seed=args.seed,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
+            force=args.force,
+            log=_to_stderr,
         )
     except KeyboardInterrupt:
-        print("cmpstore finetune: interrupted; rerun the same command to resume", file=sys.stderr)
+        _to_stderr("cmpstore finetune: interrupted; rerun the same command to resume")
         return 130
     return 0
 
@@ -323,8 +413,7 @@ def _finetune(args) -> int:
 def _example(args) -> int:
     from .synthetic import build_model
 
-    _check_output(args.output, args.force)
-    api.save_model(build_model(seed=args.seed, name="lenet-example"), args.output)
+    api.save_model(build_model(seed=args.seed, name="lenet-example"), args.output, force=args.force)
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} B): LeNet-shaped, pruned and weight-shared")
     return 0
 
@@ -423,7 +512,8 @@ def _quantize(args) -> int:
 
 
 def _write_transformed(args) -> int:
-    _check_output(args.output, args.force, args.model)
+    inputs = [args.model, args.from_prototxt]
+    check_output(args.output, Placement.of(args.force, inputs))  # before the work, not only after it
     ratios, clusters = _settings(args)
     model = api.load_model(args.model)
     progress = Progress(None, args.command, wants_bar(args.quiet))
@@ -435,13 +525,14 @@ def _write_transformed(args) -> int:
         progress.close()
     if not args.quiet:
         print(format_outcomes(outcomes))
-    api.save_model(model, args.output)
+    api.save_model(model, args.output, force=args.force, inputs=inputs)
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
 def _compress(args) -> int:
-    _check_output(args.output, args.force, args.model)
+    inputs = [args.from_prototxt] if args.from_prototxt else []
+    check_output(args.output, Placement.of(args.force, [args.model, *inputs]))  # before the work
     ratios, clusters = _settings(args)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
     progress = Progress(None, args.command, wants_bar(args.quiet))
@@ -454,6 +545,8 @@ def _compress(args) -> int:
             index_bits=index_bits,
             coder=args.coder,
             progress=progress,
+            force=args.force,
+            inputs=inputs,
             **_kmeans_options(args),
         )
     finally:
@@ -463,14 +556,6 @@ def _compress(args) -> int:
     size = os.path.getsize(args.model)
     print(f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
     return 0
-
-
-def _check_output(output: str, force: bool, source: str | None = None) -> None:
-    if output == "-":
-        return
-    refuse_overwriting_input(output, source)
-    if os.path.exists(output) and not force:
-        raise UsageError("output exists; use --force to overwrite it", path=output)
 
 
 if __name__ == "__main__":

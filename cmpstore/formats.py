@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_output, write_chunks
+from .atomic import Placement, atomic_output, write_chunks
 from .caffe import caffemodel, hdf5
 from .caffe.model import Model
 from .cmps import container
@@ -41,7 +41,7 @@ class FileFormat:
     description: str
     sniff: Callable[[bytes], bool] | None = None
     read: Callable[[str], Model] | None = None
-    write: Callable[[Model, str], None] | None = None
+    write: Callable[[Model, str, Placement], None] | None = None
     aliases: tuple[str, ...] = ()
 
 
@@ -72,21 +72,21 @@ def _read_cmps(path: str) -> Model:
         return open_cmps(path).model()
 
 
-def _write_caffemodel(model: Model, path: str) -> None:
-    write_chunks(path, caffemodel.join_caffemodel(model))
+def _write_caffemodel(model: Model, path: str, placement: Placement) -> None:
+    write_chunks(path, caffemodel.join_caffemodel(model), placement)
 
 
-def _write_npz(model: Model, path: str) -> None:
+def _write_npz(model: Model, path: str, placement: Placement) -> None:
     weights = model.weights_by_layer()
     arrays = {f"{name}/{index}": blob for name, blobs in weights.items() for index, blob in enumerate(blobs)}
-    with atomic_output(path) as stream:
+    with atomic_output(path, placement) as stream:
         np.savez(stream, **arrays)
 
 
-def _write_cmps(model: Model, path: str) -> None:
+def _write_cmps(model: Model, path: str, placement: Placement) -> None:
     from .cmps.writer import encode_model
 
-    write_chunks(path, [encode_model(model)])
+    write_chunks(path, [encode_model(model)], placement)
 
 
 CAFFEMODEL = FileFormat(

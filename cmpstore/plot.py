@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import NEW_FILE, Placement, atomic_output
 from .errors import UsageError
 from .report import Report
 
@@ -26,7 +26,9 @@ _PARTS = (
 )
 
 
-def plot_report(report: Report, weights: dict[str, list[np.ndarray]], output: str | os.PathLike) -> None:
+def plot_report(
+    report: Report, weights: dict[str, list[np.ndarray]], output: str | os.PathLike, placement: Placement = NEW_FILE
+) -> None:
     """Draw ``report`` (and the histograms of ``weights``) into a PNG file, atomically."""
     try:
         import matplotlib
@@ -47,7 +49,11 @@ def plot_report(report: Report, weights: dict[str, list[np.ndarray]], output: st
         axes = figure.add_subplot(grid[index // columns, index % columns])
         values = weights[row.name][0].reshape(-1)
         nonzero = values[values.view(f"u{values.itemsize}") != 0]
-        axes.hist(nonzero, bins=100, color="#4C72B0")
+        nonzero = nonzero[np.isfinite(nonzero)]  # a histogram has no bin for NaN or infinity
+        if nonzero.size:
+            axes.hist(nonzero, bins=100, color="#4C72B0")
+        else:
+            axes.text(0.5, 0.5, "no finite nonzero weights", ha="center", va="center", transform=axes.transAxes)
         centroids = np.unique(nonzero)
         axes.plot(centroids, np.zeros_like(centroids), "|", color="#C44E52", markersize=12, label="centroids")
         axes.set_title(f"{row.name}: {row.distinct_values} centroids, {row.nonzero_percent:.0f}% nonzero", fontsize=9)
@@ -58,7 +64,7 @@ def plot_report(report: Report, weights: dict[str, list[np.ndarray]], output: st
             axes.legend(fontsize=7, loc="upper right")
     _bytes_chart(figure.add_subplot(grid[rows, :]), report)
     try:
-        with atomic_output(output) as stream:
+        with atomic_output(output, placement) as stream:
             figure.savefig(stream, format="png", dpi=100)
     finally:
         plt.close(figure)

@@ -5,6 +5,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from nets import lenet_like_bytes
@@ -99,3 +100,44 @@ def test_kill_never_leaves_a_partial_output(encoded, tmp_path):
     assert output.read_bytes() == b"the old model"
     # What SIGKILL can leave is the hidden temporary, never a partial out.caffemodel.
     assert all(name.endswith(".part") for name in leftovers(tmp_path))
+
+
+def workers_left(output) -> list[str]:
+    """Processes still running with the output's path on their command line (forked workers share it)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                    if str(output).encode() in stream.read():
+                        found.append(pid)
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("in_workers", [False, True], ids=["in-process", "parallel"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_clean_up_like_ctrl_c(encoded, tmp_path, signum, in_workers):
+    output = tmp_path / "out.caffemodel"
+    process = start_stalled_decode(encoded, output, in_workers=in_workers)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum
+    assert f"terminated by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert not output.exists()
+    assert leftovers(tmp_path) == []
+    assert workers_left(output) == []
+
+
+def test_workers_die_with_a_killed_parent(encoded, tmp_path):
+    """SIGKILL gives the parent no chance to stop its workers; the kernel does (PR_SET_PDEATHSIG)."""
+    output = tmp_path / "out.caffemodel"
+    process = start_stalled_decode(encoded, output, in_workers=True)
+    process.kill()
+    process.communicate(timeout=30)
+    for _ in range(50):
+        if not workers_left(output):
+            break
+        time.sleep(0.1)
+    assert workers_left(output) == []

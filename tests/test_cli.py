@@ -133,7 +133,7 @@ def test_output_is_not_overwritten_without_force(lenet, tmp_path):
 
 def test_never_overwrites_its_input(lenet):
     code, _, err = run_cli("encode", lenet, "-o", lenet, "--force")
-    assert code == 2 and "refusing to overwrite the input" in err
+    assert code == 2 and "refusing to overwrite an input" in err
 
 
 def test_index_bits_option(lenet, tmp_path):

@@ -95,5 +95,5 @@ def test_never_overwrites_the_input_even_with_force(tmp_path):
         code, _, err = run_cli(
             command, model, option, "fc1=0.5" if option == "--ratios" else "fc1=4", "-o", model, "--force"
         )
-        assert code == 2 and "refusing to overwrite the input" in err
+        assert code == 2 and "refusing to overwrite an input" in err
     assert model.read_bytes() == lenet_like_bytes()

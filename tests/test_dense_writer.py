@@ -1,6 +1,6 @@
 """Decoding straight to a caffemodel file gives the same bytes as decoding to a model and joining it."""
 
-import concurrent.futures
+import multiprocessing
 
 import pytest
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
@@ -69,13 +69,14 @@ def test_large_models_go_parallel_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(dense_writer, "PARALLEL_ABOVE_BYTES", 1000)
     monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
     pools = []
-    real = concurrent.futures.ProcessPoolExecutor
+    context = multiprocessing.get_context("fork")
+    real = type(context).Pool
 
-    def spy(workers, **kwargs):
+    def spy(self, workers, **kwargs):
         pools.append(workers)
-        return real(workers, **kwargs)
+        return real(self, workers, **kwargs)
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", spy)
+    monkeypatch.setattr(type(context), "Pool", spy)
     raw = lenet_like_bytes()
     dense_writer.write_caffemodel(encoded(raw), tmp_path / "out.caffemodel")
     assert (tmp_path / "out.caffemodel").read_bytes() == raw

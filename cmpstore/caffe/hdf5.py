@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import NEW_FILE, Placement, atomic_output
 from ..errors import ModelError, UsageError
 from . import netproto
 from .model import (
@@ -145,7 +145,7 @@ def _float_values(dataset, path: str, where: str) -> np.ndarray:
     return np.ascontiguousarray(dataset[()], dtype=little).reshape(-1)
 
 
-def write_hdf5(model: Model, path: str | os.PathLike) -> None:
+def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW_FILE) -> None:
     """Write the model's weights as Caffe HDF5, atomically."""
     path = os.fspath(path)
     net = model.net
@@ -160,7 +160,7 @@ def write_hdf5(model: Model, path: str | os.PathLike) -> None:
     import h5py
 
     try:
-        with atomic_output(path) as stream, h5py.File(stream, "w") as h5:
+        with atomic_output(path, placement) as stream, h5py.File(stream, "w") as h5:
             data = h5.create_group("data")
             diff = h5.create_group("diff") if has_diff else None
             for layer_field, layer_index, layer in layers:

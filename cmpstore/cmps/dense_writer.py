@@ -10,7 +10,10 @@ blob through one small reused buffer), and written at its offset with
 ``pwrite``.  Blobs are independent, so large models spread them over worker
 processes (forked, so they share the mapped input and the output file);
 small ones are written in-process.  The output is written atomically: any
-error leaves no file behind.
+error leaves no file behind.  The workers never outlive the write: any
+error or signal in the parent terminates them (``Pool.terminate``), and on
+Linux each worker asks the kernel to kill it if the parent dies first, even
+by SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..atomic import atomic_output
+from ..atomic import NEW_FILE, Placement, atomic_output
 from ..caffe import netproto
 from ..caffe.caffemodel import caffemodel_layout
 from ..errors import UsageError
@@ -41,6 +44,7 @@ _shared: dict = {}
 def write_caffemodel(
     cmps: CmpsFile,
     output: str | os.PathLike,
+    placement: Placement = NEW_FILE,
     *,
     deploy: bool = False,
     workers: int | None = None,
@@ -65,7 +69,7 @@ def write_caffemodel(
         can_fork = "fork" in multiprocessing.get_all_start_methods()
         workers = min(os.cpu_count() or 1, len(tasks)) if can_fork and total > PARALLEL_ABOVE_BYTES else 1
     try:
-        with atomic_output(output) as stream:
+        with atomic_output(output, placement) as stream:
             descriptor = stream.fileno()
             os.ftruncate(descriptor, total)
             for offset, _, piece in layout:
@@ -77,11 +81,9 @@ def write_caffemodel(
                     for index in tasks:
                         progress(*_write_blob(index))
                 else:
-                    from concurrent.futures import ProcessPoolExecutor  # only large models pay for importing it
-
-                    context = multiprocessing.get_context("fork")
-                    with ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts) as pool:
-                        for done in pool.map(_write_blob, tasks):
+                    # Leaving the block by any exception, Ctrl-C and SIGTERM included, terminates the workers.
+                    with multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker) as pool:
+                        for done in pool.imap(_write_blob, tasks):
                             progress(*done)
             finally:
                 _shared.clear()
@@ -90,9 +92,26 @@ def write_caffemodel(
     return total
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool and removes the partial file."""
+def _start_worker() -> None:
+    """Signals are the parent's to handle: it stops the pool and removes the partial file."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # the parent's handlers came with the fork
+        signal.signal(signum, signal.SIG_DFL)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel send SIGKILL to this worker when its parent exits, however it exits."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's terminate() is the guarantee
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _write_blob(index: int) -> tuple[str, str]:

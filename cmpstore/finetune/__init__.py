@@ -38,6 +38,7 @@ def finetune(
     output: str | os.PathLike | None = None,
     dry_run: bool = False,
     seed: int = 0,
+    force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[StageRecord]:
     """Run (or resume) a Deep Compression schedule with pycaffe, then encode the result.
@@ -68,6 +69,8 @@ def finetune(
         The encoded result; default ``WORK_DIR/compressed.cmps``.
     dry_run : bool
         Only write each stage's net and solver prototxt.
+    force : bool
+        Replace an existing ``output``.
 
     Returns
     -------
@@ -89,6 +92,7 @@ def finetune(
         gpu=gpu,
         dry_run=dry_run,
         seed=seed,
+        force=force,
         log=log,
     )
     return run(job)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import api
-from ..atomic import write_chunks
+from ..atomic import Placement, check_output, write_chunks
 from ..caffe import netproto
 from ..errors import UsageError
 from ..report import format_table
@@ -63,6 +63,7 @@ class Job:
     gpu: bool = False
     dry_run: bool = False
     seed: int = 0
+    force: bool = False  # replace an existing output
     log: Callable[[str], None] = print
 
 
@@ -92,6 +93,7 @@ def run(job: Job) -> list[StageRecord]:
             job.log(f"wrote {os.path.join(stage_dir, 'net.prototxt')} and solver.prototxt")
         return []
     _check_weights(job)
+    check_output(job.output, Placement.of(job.force, [job.weights]))  # before hours of training, not after
     caffe = _import_caffe(job)
     state = _State.load(job)
     eval_net = _write_eval_net(job, fed)
@@ -113,7 +115,7 @@ def run(job: Job) -> list[StageRecord]:
             f"held-out top-1 {record.accuracy:.2%}; " + _describe(record.layers)
         )
         weights = record.weights
-    encoded = api.encode(weights, job.output)
+    encoded = api.encode(weights, job.output, force=job.force)
     job.log(f"encoded {weights} into {job.output}: {len(encoded):,} bytes")
     job.log(format_table(api.report(job.output)))
     return [state.finished(d) for d in stage_dirs]
@@ -198,7 +200,7 @@ def _write_eval_net(job: Job, fed: FedNet) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    write_chunks(path, [text.encode("utf-8")])
+    write_chunks(path, [text.encode("utf-8")], Placement(force=True))  # the driver's own files, rewritten
 
 
 def _check_layers(net, job: Job) -> None:
