@@ -33,7 +33,7 @@ Progress = Callable[[str, str], None]
 
 def detect_format(path: str | os.PathLike) -> str:
     """``"cmps"``, ``"hdf5"`` or ``"caffemodel"``, from the file's first bytes."""
-    return formats.sniff(path).name
+    return formats.sniff(formats.Source.open(path)).name
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -49,8 +49,8 @@ def load_model(path: str | os.PathLike) -> Model:
     >>> len(model.payloads), model.payloads[0].values.dtype
     (8, dtype('float32'))
     """
-    path = os.fspath(path)
-    return formats.sniff(path).read(path)
+    source = formats.Source.open(path)
+    return formats.sniff(source).read(source)
 
 
 def save_model(
@@ -361,11 +361,14 @@ def report(path: str | os.PathLike) -> Report:
     (['conv1', 'conv2', 'fc1', 'fc2'], True)
     """
     path = os.fspath(path)
-    if formats.sniff(path) is formats.CMPS:
-        cmps = _open(path)
+    source = formats.Source.open(path)
+    fmt = formats.sniff(source)
+    if fmt is formats.CMPS:
+        cmps = _open(source)
     else:
+        model = fmt.read(source)
         with reading(path):
-            cmps = open_cmps(encode(path), path)
+            cmps = open_cmps(encode(model), path)
     with reading(path):
         return build_report(cmps, path)
 
@@ -436,12 +439,13 @@ def _described(cmps: CmpsFile, path: str | None) -> dict:
     return {"file": path, "bytes": cmps.size, "version": container.VERSION, "sections": listed}
 
 
-def _open(path: str) -> CmpsFile:
-    """The ``.cmps`` file at ``path``, checked, or a FormatError naming it."""
-    if formats.sniff(path) is not formats.CMPS:
-        raise FormatError("not a cmpstore file (wrong magic bytes)", path=path)
-    with reading(path):
-        return open_cmps(path)
+def _open(path: str | formats.Source) -> CmpsFile:
+    """The ``.cmps`` file at ``path`` (a pipe too), checked, or a FormatError naming it."""
+    source = path if isinstance(path, formats.Source) else formats.Source.open(path)
+    if formats.sniff(source) is not formats.CMPS:
+        raise FormatError("not a cmpstore file (wrong magic bytes)", path=source.path)
+    with reading(source.path):
+        return open_cmps(source.data if source.data is not None else source.path, source.path)
 
 
 def _deployed(model: Model, path: str) -> Model:

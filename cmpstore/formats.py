@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,56 @@ HEAD_BYTES = 16
 
 
 @dataclass(frozen=True)
+class Source:
+    """A file a command reads: its path, and, for a pipe or device that can be read only once, its bytes.
+
+    ``<(cat model.cmps)`` or ``/dev/stdin`` is read whole, once, so that sniffing its
+    first bytes does not take them from the reader.
+    """
+
+    path: str
+    data: bytes | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Source:
+        path = os.fspath(path)
+        try:
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                raise ModelError("is a directory, not a model file", path=path)
+            if stat.S_ISREG(mode):
+                return cls(path)
+            with open(path, "rb") as stream:
+                return cls(path, stream.read())
+        except FileNotFoundError:
+            raise ModelError("no such file", path=path) from None
+        except OSError as exc:
+            raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
+
+    def head(self) -> bytes:
+        if self.data is not None:
+            return self.data[:HEAD_BYTES]
+        try:
+            with open(self.path, "rb") as stream:
+                return stream.read(HEAD_BYTES)
+        except OSError as exc:
+            raise ModelError(f"cannot read ({exc.strerror})", path=self.path) from None
+
+    def read(self) -> bytes:
+        """All of its bytes (a ModelError for none)."""
+        buf = self.data
+        if buf is None:
+            try:
+                with open(self.path, "rb") as stream:
+                    buf = stream.read()
+            except OSError as exc:
+                raise ModelError(f"cannot read ({exc.strerror})", path=self.path) from None
+        if not buf:
+            raise ModelError("empty file", path=self.path)
+        return buf
+
+
+@dataclass(frozen=True)
 class FileFormat:
     """One file format: how it is named and recognised, and how to read and write a model in it."""
 
@@ -40,14 +91,15 @@ class FileFormat:
     extensions: tuple[str, ...]  # longest first where one ends another (".caffemodel.h5" before ".h5")
     description: str
     sniff: Callable[[bytes], bool] | None = None
-    read: Callable[[str], Model] | None = None
+    read: Callable[[Source], Model] | None = None
     write: Callable[[Model, str, Placement], None] | None = None
     aliases: tuple[str, ...] = ()
 
 
-def _read_caffemodel(path: str) -> Model:
+def _read_caffemodel(source: Source) -> Model:
+    path = source.path
     with reading(path, ModelError):
-        buf = read_bytes(path)
+        buf = source.read()
         try:
             model = caffemodel.split_caffemodel(buf, path)
         except ModelError:
@@ -60,16 +112,16 @@ def _read_caffemodel(path: str) -> Model:
         return model
 
 
-def _read_hdf5(path: str) -> Model:
-    with reading(path, ModelError):
-        return hdf5.read_hdf5(path)
+def _read_hdf5(source: Source) -> Model:
+    with reading(source.path, ModelError):
+        return hdf5.read_hdf5(source.path, source.data)
 
 
-def _read_cmps(path: str) -> Model:
+def _read_cmps(source: Source) -> Model:
     from .cmps.reader import open_cmps
 
-    with reading(path):
-        return open_cmps(path).model()
+    with reading(source.path):
+        return open_cmps(source.data if source.data is not None else source.path, source.path).model()
 
 
 def _write_caffemodel(model: Model, path: str, placement: Placement) -> None:
@@ -131,9 +183,9 @@ def by_name(name: str) -> FileFormat:
     raise UsageError(f"unknown format {name!r}; use {', '.join(f.name for f in FORMATS.values() if f.write)}")
 
 
-def sniff(path: str | os.PathLike) -> FileFormat:
+def sniff(source: Source) -> FileFormat:
     """An input's format, from its first bytes; a binary caffemodel has no magic, so it is the default."""
-    head = _head(os.fspath(path))
+    head = source.head()
     for fmt in FORMATS.values():
         if fmt.sniff is not None and fmt.sniff(head):
             return fmt
@@ -162,29 +214,6 @@ def default_output(source: str | os.PathLike, fmt: FileFormat) -> str:
     known = sorted({ext for f in FORMATS.values() for ext in f.extensions}, key=len, reverse=True)
     stem = next((source[: -len(ext)] for ext in known if source.endswith(ext)), source)
     return stem + fmt.extensions[0]
-
-
-def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            buf = stream.read()
-    except OSError as exc:
-        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
-    if not buf:
-        raise ModelError("empty file", path=path)
-    return buf
-
-
-def _head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read(HEAD_BYTES)
-    except FileNotFoundError:
-        raise ModelError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise ModelError("is a directory, not a model file", path=path) from None
-    except OSError as exc:
-        raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
 
 
 def _looks_like_text(buf: bytes) -> bool:

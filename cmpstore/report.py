@@ -78,6 +78,8 @@ def build_report(cmps: CmpsFile, file: str) -> Report:
     rows: dict[tuple[int, int], LayerRow] = {}
     payload_bytes = {}
     for entry in cmps.entries:
+        # The statistics come from headers; decoding too makes report refuse what decode refuses.
+        cmps.check(entry)
         address, layer, stats = entry.address, entry.layer, cmps.describe(entry)
         dense_bytes = entry.count * entry.dtype.itemsize
         payload_bytes[address] = dense_bytes

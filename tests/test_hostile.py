@@ -238,3 +238,31 @@ def test_crasher_corpus(name):
     else:
         path = os.path.join(CRASHERS, name)
         assert_rejected(path, api.load_weights)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_report_refuses_exactly_what_decode_refuses(data):
+    """report reads its figures from headers, and decodes too: a payload decode refuses is refused here."""
+    from cmpstore.cmps.reader import open_cmps
+    from cmpstore.report import build_report
+
+    sections, index = (sections_of(LENET_ANS), ANS_SECTION) if data.draw(st.booleans()) else (sections_of(ZOO), 1)
+    kind, payload = sections[index]
+    payload = bytearray(payload)
+    at = data.draw(st.integers(0, len(payload) - 1))
+    payload[at] ^= 1 << data.draw(st.integers(0, 7))
+    sections[index] = (kind, bytes(payload))
+    mutated = framed(sections)
+
+    def outcome(action):
+        try:
+            action()
+        except CmpstoreError as exc:
+            assert "internal error" not in str(exc), str(exc)
+            return "refused"
+        return "accepted"
+
+    decoded = outcome(lambda: api.decode_bytes(mutated))
+    reported = outcome(lambda: build_report(open_cmps(mutated), "mutated.cmps"))
+    assert reported == decoded

@@ -257,3 +257,37 @@ def test_running_out_of_memory_is_one_line(lenet, tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr == "cmpstore encode: error: not enough memory\n"
+
+
+# --- inputs that can be read only once ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "report", "decode", "verify"])
+def test_a_pipe_is_read_as_the_file_it_carries(encoded, lenet, tmp_path, command):
+    args = {
+        "inspect": ["inspect", "/dev/stdin"],
+        "report": ["report", "/dev/stdin"],
+        "decode": ["decode", "/dev/stdin", "-o", str(tmp_path / "back.caffemodel")],
+        "verify": ["verify", str(lenet), "/dev/stdin"],
+    }[command]
+    with open(encoded, "rb") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "cmpstore", *args], stdin=stream, capture_output=True, text=True, env=ROOT_ENV
+        )
+    assert done.returncode == 0, done.stderr
+    if command == "decode":
+        assert (tmp_path / "back.caffemodel").read_bytes() == lenet.read_bytes()
+
+
+def test_a_caffemodel_and_an_hdf5_file_arrive_through_a_pipe_too(lenet, tmp_path):
+    api.decode(api.encode(lenet, tmp_path / "m.cmps") and tmp_path / "m.cmps", tmp_path / "m.h5")
+    for source in (lenet, tmp_path / "m.h5"):
+        with open(source, "rb") as stream:
+            done = subprocess.run(
+                [sys.executable, "-m", "cmpstore", "verify", str(lenet), "/dev/stdin"],
+                stdin=stream,
+                capture_output=True,
+                text=True,
+                env=ROOT_ENV,
+            )
+        assert done.returncode == 0, done.stderr

@@ -88,3 +88,24 @@ def test_an_ans_stream_whose_last_word_is_zero_is_a_format_error():
     stream[-4:] = b"\0\0\0\0"
     with pytest.raises(FormatError, match="stream: the last coded word is 0, which no encoder writes"):
         ans.read_stream(Reader(bytes(stream)), 3, 300, "stream")
+
+
+def test_an_unknown_codec_id_names_its_section_and_blob():
+    import struct
+    import zlib
+
+    from cmpstore.cmps import container
+    from cmpstore.streams.varint import encode_varint
+    from cmpstore.synthetic import build_model
+
+    sections = [(s.kind, bytes(s.payload)) for s in container.read_sections(api.encode(build_model(seed=0)))]
+    kind, payload = sections[1]
+    reader = Reader(payload)
+    head = [reader.varint("field", 1 << 40) for _ in range(6)]
+    sections[1] = (kind, b"".join(encode_varint(v) for v in [*head[:4], 77, head[5]]) + payload[reader.pos :])
+    out = container.header_bytes(len(sections))
+    for kind, body in sections:
+        framing = struct.pack("<4sI", kind, len(body))
+        out += framing + body + struct.pack("<I", zlib.crc32(body, zlib.crc32(framing)))
+    with pytest.raises(FormatError, match=r"x.cmps: section 1 \(BLOB at byte \d+\), layer 'conv1' blob 0: unknown"):
+        api.decode_bytes(out, "x.cmps")

@@ -7,6 +7,7 @@ shape when the model carries gradients.
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -30,8 +31,8 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _VALUE_FIELD = {np.dtype("float32"): DATA_FIELD, np.dtype("float64"): DOUBLE_DATA_FIELD}
 
 
-def read_hdf5(path: str | os.PathLike) -> Model:
-    """Read Caffe HDF5 weights into a :class:`~cmpstore.caffe.model.Model`.
+def read_hdf5(path: str | os.PathLike, data: bytes | None = None) -> Model:
+    """Read Caffe HDF5 weights into a :class:`~cmpstore.caffe.model.Model`; ``data``: the file's bytes, if read.
 
     Only values stored inside ``path`` itself are read: external links, soft
     links, external raw storage, virtual datasets, filters that HDF5 would
@@ -42,7 +43,7 @@ def read_hdf5(path: str | os.PathLike) -> Model:
 
     path = os.fspath(path)
     try:
-        with h5py.File(path, "r") as h5:
+        with h5py.File(io.BytesIO(data) if data is not None else path, "r") as h5:
             if h5.userblock_size:
                 raise ModelError(
                     f"HDF5 file starts with a {h5.userblock_size}-byte user block, which can hide another format; "

@@ -28,6 +28,9 @@ from ..streams.varint import Reader
 from . import container
 from .sections import read_blob_address, read_codec_and_count, read_net
 
+#: Values per window when a blob is decoded only to check it: bounded memory for any blob.
+CHECK_WINDOW = 1 << 20
+
 
 @dataclass(frozen=True)
 class BlobEntry:
@@ -130,6 +133,11 @@ class CmpsFile:
     def windows(self, entry: BlobEntry, window: int) -> Iterator[tuple[int, np.ndarray]]:
         """The blob's values as ``(start, values)`` pieces of at most ``window`` values (see BlobCodec.windows)."""
         return entry.codec.windows(entry.payload, entry.count, entry.dtype, entry.where, window)
+
+    def check(self, entry: BlobEntry) -> None:
+        """Decode the blob, window by window, only to find out that it decodes (what decode would refuse)."""
+        for _ in self.windows(entry, CHECK_WINDOW):
+            pass
 
     def describe(self, entry: BlobEntry) -> BlobStats:
         """What the blob's payload holds, from its headers where the codec allows."""
