@@ -31,7 +31,7 @@ def stalling_pwrite(descriptor, data, offset):
     written = real_pwrite(descriptor, data, offset)
     if in_workers and os.getpid() == parent:
         return written
-    print("mid-write", flush=True)
+    os.write(1, b"mid-write\\n")  # one write: two workers' lines must not interleave
     time.sleep(3 if in_workers else 60)  # the parent waits for a worker's blob to finish
     return written
 
