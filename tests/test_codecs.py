@@ -17,7 +17,8 @@ CODECS = [
     SparseAnsCodec(),
     SparseAnsCodec(index_bits=3),
 ]
-DTYPES = [np.dtype("<f4"), np.dtype("<f8")]
+# float16 is the raw_data of FLOAT16 blobs (OpenCV / NVIDIA Caffe); its bit patterns are uint16.
+DTYPES = [np.dtype("<f2"), np.dtype("<f4"), np.dtype("<f8")]
 
 
 def sparse_quantized(size, density, clusters, dtype, seed):
@@ -67,6 +68,27 @@ def test_nan_payload_survives():
     values = np.array([0x7FC00001, 0xFFC12345, 0], dtype="<u4").view("<f4")
     for codec in CODECS:
         assert_codec_roundtrip(codec, values)
+
+
+def test_float16_nan_payloads_and_negative_zero_survive():
+    values = np.array([0x7E01, 0xFD23, 0x8000, 0, 0x0001, 0x3C00], dtype="<u2").view("<f2")
+    for codec in CODECS:
+        assert_codec_roundtrip(codec, values)
+
+
+def test_every_float16_bit_pattern_fits_one_codebook():
+    # 65,535 nonzero patterns and no filler: the largest codebook a float16 blob can need.
+    values = np.arange(1, 1 << 16, dtype="<u2").view("<f2")
+    payload = assert_codec_roundtrip(SparseCodec(), values)
+    stats = SparseCodec().describe(payload, values.size, values.dtype, "blob")
+    assert stats.distinct == (1 << 16) - 1
+
+
+def test_float16_codebook_patterns_beyond_16_bits_are_rejected():
+    # A float32 codebook read back as a float16 blob's: 0.5 is the pattern 0x3F000000.
+    payload = SparseCodec().encode(np.full(50, 0.5, dtype="<f4"))
+    with pytest.raises(FormatError, match="blob codebook is 1056964608, more than the allowed 65536"):
+        SparseCodec().decode(payload, 50, np.dtype("<f2"), "blob")
 
 
 def test_dense_unquantized_blob_uses_raw_values():

@@ -33,7 +33,7 @@ class BlobStats:
 
 
 class BlobCodec(ABC):
-    """Lossless codec for a 1-D array of ``<f4`` or ``<f8`` values."""
+    """Lossless codec for a 1-D array of ``<f2``, ``<f4`` or ``<f8`` values."""
 
     codec_id: int
     name: str

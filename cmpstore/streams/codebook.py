@@ -19,7 +19,8 @@ import numpy as np
 
 from .varint import Reader, encode_ascending
 
-_UNSIGNED = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+#: The unsigned integer of each value width: float16 (FP16 raw_data), float32 and float64.
+_UNSIGNED = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
 def bit_patterns(values: np.ndarray) -> np.ndarray:
