@@ -96,3 +96,33 @@ def unpack_floats(data: bytes) -> bytes:
         return bytes(out)
 
     return message(data, 0, len(data), 0)
+
+
+def float16_net_bytes(seed: int = 3) -> bytes:
+    """A net as OpenCV-era tools wrote them (hyperlpr's): FLOAT16 ``raw_data`` blobs beside float32 ``data`` ones.
+
+    Also a ``raw_data`` blob of type FLOAT, which cmpstore leaves in the skeleton as it is.
+    """
+    rng = np.random.default_rng(seed)
+    net = caffe_pb2.NetParameter(name="fp16")
+    net.layer.add(name="data", type="Input", top=["data"]).input_param.shape.add(dim=[1, 3, 8, 8])
+
+    def float16_blob(layer, shape, values):
+        blob = layer.blobs.add()
+        blob.shape.dim.extend(shape)
+        blob.raw_data_type = caffe_pb2.FLOAT16
+        blob.raw_data = values.astype("<f2").tobytes()
+
+    conv = net.layer.add(name="conv", type="Convolution", bottom=["data"], top=["conv"])
+    conv.convolution_param.num_output = 8
+    float16_blob(conv, (8, 3, 3, 3), pruned_quantized((8, 3, 3, 3), 0.5, 16, rng))
+    float16_blob(conv, (8,), rng.normal(size=8))
+    bn = net.layer.add(name="bn", type="BatchNorm", bottom=["conv"], top=["conv"])
+    for shape in ((8,), (8,), (1,)):
+        bn.blobs.add(data=rng.normal(size=shape).astype(np.float32).tolist()).shape.dim.extend(shape)
+    ip = net.layer.add(name="ip", type="InnerProduct", bottom=["conv"], top=["ip"])
+    ip.inner_product_param.num_output = 10
+    float16_blob(ip, (10, 288), pruned_quantized((10, 288), 0.2, 8, rng))
+    as_float = ip.blobs.add(raw_data_type=caffe_pb2.FLOAT, raw_data=rng.normal(size=10).astype("<f4").tobytes())
+    as_float.shape.dim.append(10)
+    return net.SerializeToString()

@@ -3,12 +3,19 @@ import hashlib
 import numpy as np
 import pytest
 from common import assert_bit_identical, shared_model
-from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes, unpack_floats
+from nets import float16_net_bytes, layer_net_bytes, legacy_net_bytes, lenet_like_bytes, unpack_floats
 
 from cmpstore import api
+from cmpstore.caffe import wire
 from cmpstore.caffe._proto import caffe_pb2
 from cmpstore.caffe.caffemodel import caffemodel_bytes, caffemodel_size, join_caffemodel, split_caffemodel
-from cmpstore.caffe.model import DOUBLE_DATA_FIELD, LEGACY_LAYER_FIELD
+from cmpstore.caffe.model import (
+    DOUBLE_DATA_FIELD,
+    LEGACY_LAYER_FIELD,
+    RAW_DATA_FIELD,
+    RAW_DATA_TYPE_FIELD,
+    RAW_DATA_TYPE_FLOAT16,
+)
 from cmpstore.errors import ModelError
 
 
@@ -22,13 +29,15 @@ def protobuf_values(data: bytes) -> list[np.ndarray]:
                 arrays.append(np.array(blob.data, dtype="<f4"))
             if len(blob.double_data):
                 arrays.append(np.array(blob.double_data, dtype="<f8"))
+            if blob.raw_data_type == caffe_pb2.FLOAT16 and blob.HasField("raw_data"):
+                arrays.append(np.frombuffer(blob.raw_data, dtype="<f2"))
     return arrays
 
 
 @pytest.mark.parametrize(
     "data",
-    [lenet_like_bytes(), layer_net_bytes(), legacy_net_bytes(), legacy_net_bytes(double=True)],
-    ids=["lenet-like", "layer-zoo", "legacy-v1", "legacy-double"],
+    [lenet_like_bytes(), layer_net_bytes(), legacy_net_bytes(), legacy_net_bytes(double=True), float16_net_bytes()],
+    ids=["lenet-like", "layer-zoo", "legacy-v1", "legacy-double", "float16-raw-data"],
 )
 def test_split_join_is_byte_identical(data):
     model = split_caffemodel(data)
@@ -60,6 +69,53 @@ def test_double_data_payloads_are_float64():
     weights = [p for p in model.payloads if p.address.value_field == DOUBLE_DATA_FIELD]
     assert weights and all(p.values.dtype == np.dtype("<f8") for p in weights)
     assert all(p.address.layer_field == LEGACY_LAYER_FIELD for p in model.payloads)
+
+
+def test_float16_raw_data_becomes_a_float16_payload_and_leaves_the_skeleton():
+    model = split_caffemodel(float16_net_bytes())
+    float16 = [p for p in model.payloads if p.address.value_field == RAW_DATA_FIELD]
+    assert [(p.address.layer_index, p.address.blob_index, p.values.dtype.str) for p in float16] == [
+        (1, 0, "<f2"),
+        (1, 1, "<f2"),
+        (3, 0, "<f2"),
+    ]
+    skeleton = caffe_pb2.NetParameter.FromString(model.skeleton)
+    assert [blob.HasField("raw_data") for blob in skeleton.layer[1].blobs] == [False, False]
+    # The FLOAT blob's raw_data is not float16: it stays in the skeleton, byte for byte.
+    assert [blob.HasField("raw_data") for blob in skeleton.layer[3].blobs] == [False, True]
+    assert skeleton.layer[1].blobs[0].raw_data_type == caffe_pb2.FLOAT16
+
+
+def test_float16_raw_data_before_its_type_is_still_taken_out():
+    blob = caffe_pb2.BlobProto(raw_data=np.array([1.0, 0.0, -2.0], dtype="<f2").tobytes())
+    blob.shape.dim.append(3)
+    type_field = wire.encode_tag(RAW_DATA_TYPE_FIELD, wire.VARINT) + bytes([RAW_DATA_TYPE_FLOAT16])
+    model = split_caffemodel(_one_blob_net(blob.SerializeToString() + type_field))
+    assert model.payloads[0].values.tolist() == [1.0, 0.0, -2.0]
+
+
+def test_repeated_float16_raw_data_is_refused():
+    blob = caffe_pb2.BlobProto(raw_data_type=caffe_pb2.FLOAT16, raw_data=b"\x00\x3c")
+    blob.shape.dim.append(1)
+    raw = wire.length_delimited(RAW_DATA_FIELD, 2) + b"\x00\x3c"
+    with pytest.raises(
+        ModelError, match=r"m.caffemodel: layer\[0\] blob 0: FLOAT16 raw_data \(field 12\) appears 2 times"
+    ):
+        split_caffemodel(_one_blob_net(blob.SerializeToString() + raw), "m.caffemodel")
+
+
+def test_float16_raw_data_of_an_odd_length_is_refused():
+    blob = caffe_pb2.BlobProto(raw_data_type=caffe_pb2.FLOAT16, raw_data=b"\x00\x3c\x00")
+    with pytest.raises(
+        ModelError, match=r"layer\[0\] blob 0: field 12 holds 3 bytes, not a whole number of 2-byte values"
+    ):
+        split_caffemodel(_one_blob_net(blob.SerializeToString()), "m.caffemodel")
+
+
+def _one_blob_net(blob: bytes) -> bytes:
+    layer = caffe_pb2.LayerParameter(name="w", type="Scale").SerializeToString()
+    layer += wire.length_delimited(7, len(blob)) + blob
+    return wire.length_delimited(100, len(layer)) + layer
 
 
 def test_unknown_fields_survive():

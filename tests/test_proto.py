@@ -54,3 +54,19 @@ def test_private_descriptor_pool_leaves_the_default_pool_alone():
 
     with pytest.raises(KeyError):
         descriptor_pool.Default().FindMessageTypeByName("caffe.NetParameter")
+
+
+def test_raw_data_fields_are_opencvs():
+    from cmpstore.caffe.model import RAW_DATA_FIELD, RAW_DATA_TYPE_FIELD, RAW_DATA_TYPE_FLOAT16
+
+    fields = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name
+    assert fields["raw_data_type"].number == RAW_DATA_TYPE_FIELD
+    assert fields["raw_data"].number == RAW_DATA_FIELD
+    assert caffe_pb2.FLOAT16 == RAW_DATA_TYPE_FLOAT16
+    assert [(value.name, value.number) for value in caffe_pb2.Type.DESCRIPTOR.values] == [
+        ("DOUBLE", 0),
+        ("FLOAT", 1),
+        ("FLOAT16", 2),
+        ("INT", 3),
+        ("UINT", 4),
+    ]

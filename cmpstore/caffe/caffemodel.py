@@ -1,8 +1,8 @@
 """Binary ``.caffemodel`` files: split into skeleton and payloads, and join back.
 
-The packed float fields are located by walking the protobuf wire format and
-reach numpy as zero-copy views of the file's bytes; protobuf itself only ever
-sees the small skeleton.  Joining inserts each payload into its BlobProto in
+The packed float fields, and the ``raw_data`` of FLOAT16 blobs, are located by
+walking the protobuf wire format and reach numpy as zero-copy views of the
+file's bytes; protobuf itself only ever sees the small skeleton.  Joining inserts each payload into its BlobProto in
 field-number order, which is where Caffe's own serializer puts it, so a file
 written by Caffe comes back byte for byte.
 """
@@ -20,6 +20,9 @@ from .model import (
     LAYER_FIELD,
     LEGACY_LAYER_FIELD,
     PAYLOAD_DTYPE,
+    RAW_DATA_FIELD,
+    RAW_DATA_TYPE_FIELD,
+    RAW_DATA_TYPE_FLOAT16,
     BlobAddress,
     Model,
     Payload,
@@ -145,33 +148,52 @@ def _strip_layer(buf, view, layer: wire.Field, layer_index: int, payloads: list[
 def _strip_blob(buf, view, blob: wire.Field, address: tuple, payloads: list[Payload]) -> bytes:
     kept: list[bytes] = []
     pieces: dict[int, list[np.ndarray]] = {DATA_FIELD: [], DOUBLE_DATA_FIELD: []}
+    raw_data: list[tuple[int, wire.Field]] = []  # (place in kept, field): taken out once the type is known
+    raw_data_type = None
     pos, end = blob.value_start, blob.end
     while pos < end:
         field = wire.read_field(buf, pos, end)
         number = field.number
         if number in pieces and field.wire_type == _PACKED_TYPE:
-            dtype = PAYLOAD_DTYPE[number]
-            length = field.end - field.value_start
-            if length % dtype.itemsize:
-                raise _BlobError(
-                    f"packed field {number} holds {length} bytes, not a whole number of {dtype.itemsize}-byte values",
-                    _where(address),
-                )
-            pieces[number].append(
-                np.frombuffer(buf, dtype=dtype, count=length // dtype.itemsize, offset=field.value_start)
-            )
+            pieces[number].append(_packed_values(buf, field, PAYLOAD_DTYPE[number], address))
             pos = field.end
         elif number in pieces and field.wire_type == _UNPACKED_TYPE[number]:
             values, pos = _unpacked_run(view, pos, end, number)
             pieces[number].append(values)
         else:
+            if number == RAW_DATA_FIELD and field.wire_type == wire.LENGTH_DELIMITED:
+                raw_data.append((len(kept), field))
+            elif number == RAW_DATA_TYPE_FIELD and field.wire_type == wire.VARINT:
+                raw_data_type = wire.read_varint(buf, field.value_start, field.end)[0]  # the last one counts
             kept.append(buf[field.start : field.end])
             pos = field.end
     for number, arrays in pieces.items():
         if arrays:
             values = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             payloads.append(Payload(BlobAddress(*address, number), values))
+    if raw_data and raw_data_type == RAW_DATA_TYPE_FLOAT16:
+        if len(raw_data) > 1:
+            # raw_data is one bytes value, not a repeated field: protobuf keeps only the last.
+            raise _BlobError(
+                f"FLOAT16 raw_data (field {RAW_DATA_FIELD}) appears {len(raw_data)} times; a blob holds one",
+                _where(address),
+            )
+        place, field = raw_data[0]
+        kept[place] = b""
+        values = _packed_values(buf, field, PAYLOAD_DTYPE[RAW_DATA_FIELD], address)
+        payloads.append(Payload(BlobAddress(*address, RAW_DATA_FIELD), values))
     return b"".join(kept)
+
+
+def _packed_values(buf, field: wire.Field, dtype: np.dtype, address: tuple) -> np.ndarray:
+    """The values of a length-delimited field, a zero-copy view of ``buf``."""
+    length = field.end - field.value_start
+    if length % dtype.itemsize:
+        raise _BlobError(
+            f"field {field.number} holds {length} bytes, not a whole number of {dtype.itemsize}-byte values",
+            _where(address),
+        )
+    return np.frombuffer(buf, dtype=dtype, count=length // dtype.itemsize, offset=field.value_start)
 
 
 def _unpacked_run(view: np.ndarray, pos: int, end: int, number: int) -> tuple[np.ndarray, int]:
@@ -206,7 +228,7 @@ def _join_layer(buf, layer: wire.Field, layer_index: int, by_address: dict) -> l
 def _join_blob(buf, blob: wire.Field, address: tuple, by_address: dict) -> list:
     pending = [
         (number, by_address[BlobAddress(*address, number)])
-        for number in (DATA_FIELD, DOUBLE_DATA_FIELD)
+        for number in sorted(PAYLOAD_DTYPE)
         if BlobAddress(*address, number) in by_address
     ]
     chunks: list = []
@@ -223,6 +245,7 @@ def _join_blob(buf, blob: wire.Field, address: tuple, by_address: dict) -> list:
 def _packed(number: int, values) -> list:
     # Written even when empty: a payload stands for a field the skeleton's source had, and an
     # empty packed field is still a field (Caffe writes none, so its files never have one).
+    # FLOAT16 raw_data is a bytes field: the same tag, length and little-endian values.
     return [wire.length_delimited(number, values.nbytes), values]
 
 

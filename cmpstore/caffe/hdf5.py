@@ -20,6 +20,7 @@ from .model import (
     DOUBLE_DATA_FIELD,
     LAYER_FIELD,
     LEGACY_LAYER_FIELD,
+    RAW_DATA_FIELD,
     BlobAddress,
     Model,
     Payload,
@@ -147,8 +148,21 @@ def _float_values(dataset, path: str, where: str) -> np.ndarray:
 
 
 def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW_FILE) -> None:
-    """Write the model's weights as Caffe HDF5, atomically."""
+    """Write the model's weights as Caffe HDF5, atomically.
+
+    A model with FLOAT16 blobs is refused: Caffe's HDF5 weights are float32 or
+    float64, and widening would no longer give the values bit for bit.
+    """
     path = os.fspath(path)
+    for payload in model.payloads:
+        if payload.address.value_field == RAW_DATA_FIELD:
+            layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
+            raise UsageError(
+                "holds float16 values (FLOAT16 raw_data), and Caffe's HDF5 weights are float32 or float64; "
+                "write a .caffemodel or .npz instead",
+                path=path,
+                where=f"{layer.label} blob {payload.address.blob_index}",
+            )
     net = model.net
     values = model.payload_map()
     layers = [(LAYER_FIELD, index, layer) for index, layer in enumerate(net.layer)]

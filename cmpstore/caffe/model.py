@@ -3,8 +3,8 @@
 A caffemodel is almost entirely packed float arrays.  cmpstore splits it into
 
 * the *skeleton*: the serialized NetParameter with every ``BlobProto.data``
-  and ``BlobProto.double_data`` field removed (everything else, unknown fields
-  included, stays byte for byte), and
+  and ``BlobProto.double_data`` field, and the ``raw_data`` of FLOAT16 blobs,
+  removed (everything else, unknown fields included, stays byte for byte), and
 * the *payloads*: one numpy array per removed field, addressed by where it
   came from.
 
@@ -26,7 +26,12 @@ BLOBS_FIELD = {LAYER_FIELD: 7, LEGACY_LAYER_FIELD: 6}
 #: BlobProto fields whose values cmpstore takes out, with their numpy dtype.
 DATA_FIELD = 5
 DOUBLE_DATA_FIELD = 8
-PAYLOAD_DTYPE = {DATA_FIELD: np.dtype("<f4"), DOUBLE_DATA_FIELD: np.dtype("<f8")}
+#: NVIDIA Caffe's ``bytes raw_data = 12``, whose meaning ``raw_data_type`` (field 10, enum Type) gives.
+#: OpenCV reads FLOAT16 (2) weights from it; cmpstore takes out only those, as float16 values.
+RAW_DATA_FIELD = 12
+RAW_DATA_TYPE_FIELD = 10
+RAW_DATA_TYPE_FLOAT16 = 2
+PAYLOAD_DTYPE = {DATA_FIELD: np.dtype("<f4"), DOUBLE_DATA_FIELD: np.dtype("<f8"), RAW_DATA_FIELD: np.dtype("<f2")}
 
 
 class SourceFormat(IntEnum):
@@ -43,7 +48,7 @@ class BlobAddress:
     layer_field: int  # LAYER_FIELD or LEGACY_LAYER_FIELD
     layer_index: int
     blob_index: int
-    value_field: int  # DATA_FIELD or DOUBLE_DATA_FIELD
+    value_field: int  # DATA_FIELD, DOUBLE_DATA_FIELD or RAW_DATA_FIELD
 
 
 @dataclass
@@ -108,7 +113,8 @@ class Model:
     def weights_by_layer(self, path: str | None = None) -> dict[str, list[np.ndarray]]:
         """The blobs by layer name, each shaped as in Caffe; layers without blobs are left out.
 
-        A blob with both ``double_data`` and ``data`` gives its ``double_data``, as Caffe reads it.
+        A blob with both ``double_data`` and ``data`` gives its ``double_data``, as Caffe reads it;
+        a FLOAT16 blob gives its ``raw_data`` as float16 values, unconverted (see :func:`blob_values`).
         """
         from ..errors import ModelError
 
@@ -132,8 +138,9 @@ class Model:
 
 def blob_values(values: dict[BlobAddress, np.ndarray], layer_field: int, layer_index: int, blob_index: int):
     """A blob's values in ``values`` (a :meth:`Model.payload_map`): ``double_data`` where the blob has it,
-    else ``data``; None for neither.  This is the precedence Caffe's ``Blob::FromProto`` applies."""
-    for value_field in (DOUBLE_DATA_FIELD, DATA_FIELD):
+    else ``data``, else FLOAT16 ``raw_data``; None for none.  The first two are the precedence of Caffe's
+    ``Blob::FromProto``; OpenCV, which alone reads ``raw_data``, does so only for a blob without ``data``."""
+    for value_field in (DOUBLE_DATA_FIELD, DATA_FIELD, RAW_DATA_FIELD):
         found = values.get(BlobAddress(layer_field, layer_index, blob_index, value_field))
         if found is not None:
             return found
