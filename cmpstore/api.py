@@ -436,7 +436,7 @@ def _described(cmps: CmpsFile, path: str | None) -> dict:
                 "codec": entry.codec.name,
             }
         )
-    return {"file": path, "bytes": cmps.size, "version": container.VERSION, "sections": listed}
+    return {"file": path, "bytes": cmps.size, "version": cmps.version, "sections": listed}
 
 
 def _open(path: str | formats.Source) -> CmpsFile:

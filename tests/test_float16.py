@@ -1,5 +1,8 @@
 """FLOAT16 blobs (OpenCV's and NVIDIA Caffe's ``raw_data``): float16 payloads from the caffemodel to every output."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from common import assert_bit_identical
@@ -7,7 +10,12 @@ from nets import float16_net_bytes
 
 from cmpstore import api
 from cmpstore.caffe._proto import caffe_pb2
-from cmpstore.errors import UsageError
+from cmpstore.caffe.caffemodel import caffemodel_bytes
+from cmpstore.caffe.model import Model
+from cmpstore.cmps import container
+from cmpstore.cmps.writer import encode_model
+from cmpstore.errors import FormatError, ModelError, UsageError
+from cmpstore.synthetic import build_model
 
 
 @pytest.fixture
@@ -54,3 +62,61 @@ def test_hdf5_output_is_refused_naming_the_blob(float16_model, tmp_path):
     ):
         api.save_model(model, tmp_path / "w.h5")
     assert not (tmp_path / "w.h5").exists()
+
+
+def test_encode_decode_is_byte_identical_and_writes_format_version_2(float16_model, tmp_path):
+    encoded = api.encode(float16_model, tmp_path / "fp16.cmps")
+    assert container.read_version(encoded) == (2, 7)  # NETP and six blobs
+    info = api.inspect(tmp_path / "fp16.cmps")
+    assert info["version"] == 2
+    assert [(s["layer"], s["blob"]) for s in info["sections"][1:] if s["dtype"] == "float16"] == [
+        ("conv", 0),
+        ("conv", 1),
+        ("ip", 0),
+    ]
+    assert caffemodel_bytes(api.decode(tmp_path / "fp16.cmps")) == float16_model.read_bytes()
+    api.decode(tmp_path / "fp16.cmps", tmp_path / "streamed.caffemodel")
+    assert (tmp_path / "streamed.caffemodel").read_bytes() == float16_model.read_bytes()
+    assert api.verify(float16_model, tmp_path / "fp16.cmps") == []
+
+
+def test_a_model_without_float16_blobs_stays_format_version_1():
+    assert container.read_version(api.encode(build_model(seed=0)))[0] == 1
+
+
+def test_compress_prunes_and_shares_float16_weights(float16_model):
+    encoded, outcomes = api.compress(float16_model, ratios={"conv": 0.7, "fc": 0.9}, clusters={"conv": 16, "fc": 4})
+    assert [(o.name, o.weights, o.centroids is not None) for o in outcomes] == [("conv", 216, True), ("ip", 2880, True)]
+    weights = api.decode_bytes(encoded).weights_by_layer()
+    ip = weights["ip"][0]
+    assert ip.dtype == np.dtype("<f2")
+    assert np.count_nonzero(ip) <= 288 and np.unique(ip[ip != 0]).size <= 4
+
+
+def with_version(encoded: bytes, version: int) -> bytes:
+    data = bytearray(encoded)
+    struct.pack_into("<I", data, 8, version)
+    struct.pack_into("<I", data, 16, zlib.crc32(bytes(data[:16])))
+    return bytes(data)
+
+
+def test_version_1_file_with_float16_values_is_refused(float16_model):
+    encoded = with_version(api.encode(float16_model), 1)
+    with pytest.raises(
+        FormatError, match=r"x.cmps: section 1 \(BLOB at byte \d+\): value field 12 needs a later format version than 1"
+    ):
+        api.decode_bytes(encoded, "x.cmps")
+
+
+def test_float16_values_for_a_blob_that_is_not_float16_are_refused(float16_model):
+    model = api.load_model(float16_model)
+    net = caffe_pb2.NetParameter.FromString(model.skeleton)
+    net.layer[1].blobs[1].raw_data_type = caffe_pb2.FLOAT
+    forged = Model(net.SerializeToString(), model.payloads)
+    message = r"layer 'conv' blob 1: holds float16 raw_data values but its raw_data_type is not FLOAT16"
+    with pytest.raises(ModelError, match=message):
+        api.encode(forged)
+    # The same file written past the encoder's check: the reader refuses it as well.
+    encoded = encode_model(forged)
+    with pytest.raises(FormatError, match=rf"x.cmps: section 2 \(BLOB at byte \d+\), {message}"):
+        api.decode_bytes(encoded, "x.cmps")

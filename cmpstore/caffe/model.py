@@ -94,18 +94,20 @@ class Model:
         return {payload.address: payload.values for payload in self.payloads}
 
     def check_shapes(self, path: str | None = None) -> list:
-        """Check that every payload's length matches its blob's shape; return the layers.
+        """Check that every payload's length matches its blob's shape, and that float16 values
+        belong to FLOAT16 blobs; return the layers.
 
         Raises ModelError naming ``path``, the layer and the blob otherwise.
         """
         from ..errors import ModelError
-        from .netproto import check_value_count
+        from .netproto import check_value_count, check_value_field
 
         try:
             for payload in self.payloads:
                 address = payload.address
                 layer = self.layer_at[(address.layer_field, address.layer_index)]
                 check_value_count(layer, address.blob_index, payload.values.size)
+                check_value_field(layer, address.blob_index, address.value_field)
         except ModelError as exc:
             raise exc.located(path=path) from None
         return self.layers

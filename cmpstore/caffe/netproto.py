@@ -15,7 +15,7 @@ from google.protobuf import message, text_format
 
 from ..errors import CmpstoreError, ModelError
 from ._proto import caffe_pb2
-from .model import LAYER_FIELD, LEGACY_LAYER_FIELD
+from .model import LAYER_FIELD, LEGACY_LAYER_FIELD, RAW_DATA_FIELD
 
 NetParameter = caffe_pb2.NetParameter
 SolverParameter = caffe_pb2.SolverParameter
@@ -40,6 +40,7 @@ class LayerInfo:
     name: str
     type: str
     blob_shapes: tuple[tuple[int, ...], ...]
+    float16_blobs: frozenset[int] = frozenset()  # blob indices whose raw_data_type is FLOAT16
 
     @property
     def kind(self) -> str:
@@ -96,20 +97,27 @@ def check_value_count(layer: LayerInfo, blob_index: int, count: int, error: type
         raise error(f"blob holds {count} values but its shape {list(shape)} needs {expected}", where=where)
 
 
+def check_value_field(layer: LayerInfo, blob_index: int, value_field: int, error: type[CmpstoreError] = ModelError):
+    """Raise ``error`` for float16 values (``raw_data``) in a blob whose ``raw_data_type`` is not FLOAT16."""
+    if value_field == RAW_DATA_FIELD and blob_index not in layer.float16_blobs:
+        where = f"{layer.label} blob {blob_index}"
+        raise error("holds float16 raw_data values but its raw_data_type is not FLOAT16", where=where)
+
+
 def layer_infos(net: NetParameter) -> list[LayerInfo]:
     """Describe the net's layers, ``layer`` (V2) ones first, then legacy ``layers``."""
-    infos = [
-        LayerInfo(LAYER_FIELD, index, layer.name, layer.type, tuple(blob_shape(b) for b in layer.blobs))
-        for index, layer in enumerate(net.layer)
-    ]
+    infos = [_layer_info(LAYER_FIELD, index, layer, layer.type) for index, layer in enumerate(net.layer)]
     v1_type = caffe_pb2.V1LayerParameter.LayerType
     for index, layer in enumerate(net.layers):
         enum_name = v1_type.Name(layer.type) if layer.type in v1_type.values() else str(layer.type)
-        type_name = _V1_TYPE_NAMES.get(enum_name, enum_name)
-        infos.append(
-            LayerInfo(LEGACY_LAYER_FIELD, index, layer.name, type_name, tuple(blob_shape(b) for b in layer.blobs))
-        )
+        infos.append(_layer_info(LEGACY_LAYER_FIELD, index, layer, _V1_TYPE_NAMES.get(enum_name, enum_name)))
     return infos
+
+
+def _layer_info(layer_field: int, index: int, layer, type_name: str) -> LayerInfo:
+    shapes = tuple(blob_shape(blob) for blob in layer.blobs)
+    float16 = frozenset(i for i, blob in enumerate(layer.blobs) if blob.raw_data_type == caffe_pb2.FLOAT16)
+    return LayerInfo(layer_field, index, layer.name, type_name, shapes, float16)
 
 
 def layers_by_address(infos: list[LayerInfo]) -> dict[tuple[int, int], LayerInfo]:

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from ..errors import FormatError
 
 MAGIC = b"\x89CMPS\r\n\x1a"
-VERSION = 1
+#: Format versions this cmpstore reads.  Version 2 adds BLOB value field 12 (FLOAT16 raw_data,
+#: see cmpstore.cmps.sections.VALUE_FIELDS); a writer uses the lowest version that holds the file,
+#: so a file without float16 blobs stays version 1, byte for byte.
+VERSIONS = (1, 2)
 FILE_EXTENSION = ".cmps"
 
 _HEADER = struct.Struct("<8sIII")  # magic, version, section count, CRC32 of the preceding 16 bytes
@@ -47,8 +50,10 @@ class Section:
         return f"section {number} ({self.kind.decode('ascii')} at byte {self.offset})"
 
 
-def header_bytes(section_count: int) -> bytes:
-    head = MAGIC + struct.pack("<II", VERSION, section_count)
+def header_bytes(section_count: int, version: int = VERSIONS[0]) -> bytes:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown format version {version}")
+    head = MAGIC + struct.pack("<II", version, section_count)
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -65,12 +70,8 @@ def looks_like_container(head: bytes) -> bool:
     return head[: len(MAGIC)] == MAGIC
 
 
-def read_sections(buf) -> list[Section]:
-    """Check the header and every section's bounds and checksum; return the sections.
-
-    Nothing is allocated from declared sizes: every length is compared with
-    the bytes that remain first.
-    """
+def read_version(buf) -> tuple[int, int]:
+    """Check the header; return the file's format version and its section count."""
     view = memoryview(buf)
     if len(view) < HEADER_SIZE:
         if looks_like_container(bytes(view[: len(MAGIC)])):
@@ -81,8 +82,20 @@ def read_sections(buf) -> list[Section]:
         raise FormatError("not a cmpstore file (wrong magic bytes)")
     if zlib.crc32(view[: HEADER_SIZE - _CRC.size]) != header_crc:
         raise FormatError("header checksum mismatch: the file is corrupted")
-    if version != VERSION:
-        raise FormatError(f"unknown format version {version}; this cmpstore reads version {VERSION}")
+    if version not in VERSIONS:
+        known = " and ".join(map(str, VERSIONS))
+        raise FormatError(f"unknown format version {version}; this cmpstore reads versions {known}")
+    return version, section_count
+
+
+def read_sections(buf) -> list[Section]:
+    """Check the header and every section's bounds and checksum; return the sections.
+
+    Nothing is allocated from declared sizes: every length is compared with
+    the bytes that remain first.
+    """
+    view = memoryview(buf)
+    _, section_count = read_version(view)
     if section_count > (len(view) - HEADER_SIZE) // SECTION_OVERHEAD:
         raise FormatError(f"header declares {section_count} sections, more than the file can hold")
     sections = []

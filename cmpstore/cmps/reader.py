@@ -26,7 +26,7 @@ from ..errors import FormatError, ModelError
 from ..progress import silent
 from ..streams.varint import Reader
 from . import container
-from .sections import read_blob_address, read_codec_and_count, read_net
+from .sections import VALUE_FIELDS, read_blob_address, read_codec_and_count, read_net
 
 #: Values per window when a blob is decoded only to check it: bounded memory for any blob.
 CHECK_WINDOW = 1 << 20
@@ -66,6 +66,7 @@ class CmpsFile:
         self.path = path
         self.buffer = memoryview(buf)
         sections = container.read_sections(self.buffer)
+        self.version, _ = container.read_version(self.buffer)
         if not sections or sections[0].kind != container.NET:
             raise FormatError("the first section must be the net (NETP)")
         net_section = sections[0]
@@ -99,6 +100,10 @@ class CmpsFile:
             if previous is not None and address <= previous:
                 raise FormatError(f"{label}: blob sections out of order or repeated")
             previous = address
+            if address.value_field not in VALUE_FIELDS[self.version]:
+                raise FormatError(
+                    f"{label}: value field {address.value_field} needs a later format version than {self.version}"
+                )
             where = f"{label}, {layer.label} blob {address.blob_index}"
             codec_id, count = read_codec_and_count(reader, address, where)
             try:
@@ -107,6 +112,7 @@ class CmpsFile:
                 raise exc.located(where=where) from None
             try:
                 netproto.check_value_count(layer, address.blob_index, count, FormatError)
+                netproto.check_value_field(layer, address.blob_index, address.value_field, FormatError)
             except FormatError as exc:
                 raise FormatError(f"{label}, {exc}") from None
             entries.append(

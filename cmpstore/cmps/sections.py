@@ -11,7 +11,16 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..caffe.model import BLOBS_FIELD, PAYLOAD_DTYPE, BlobAddress, Model, SourceFormat
+from ..caffe.model import (
+    BLOBS_FIELD,
+    DATA_FIELD,
+    DOUBLE_DATA_FIELD,
+    PAYLOAD_DTYPE,
+    RAW_DATA_FIELD,
+    BlobAddress,
+    Model,
+    SourceFormat,
+)
 from ..errors import FormatError
 from ..streams.inflate import inflate_exactly
 from ..streams.varint import Reader, encode_varint
@@ -21,6 +30,14 @@ MAX_BLOB_BYTES = 1 << 31
 MAX_SKELETON_BYTES = 1 << 31
 #: Largest codec id a BLOB head may carry (the ids in use are listed in cmpstore.codecs).
 MAX_CODEC_ID = 255
+#: The BLOB value fields of each format version: version 2 adds float16 raw_data.
+VALUE_FIELDS = {1: (DATA_FIELD, DOUBLE_DATA_FIELD), 2: (DATA_FIELD, DOUBLE_DATA_FIELD, RAW_DATA_FIELD)}
+
+
+def version_for(model: Model) -> int:
+    """The lowest format version that holds every payload of ``model``."""
+    fields = {payload.address.value_field for payload in model.payloads}
+    return min(version for version, known in VALUE_FIELDS.items() if fields <= set(known))
 
 
 def net_payload(model: Model) -> bytes:

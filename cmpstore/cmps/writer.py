@@ -9,7 +9,7 @@ from ..caffe.netproto import LayerInfo
 from ..codecs import BlobCodec, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec
 from ..progress import silent
 from . import container
-from .sections import BlobHead, net_payload
+from .sections import BlobHead, net_payload, version_for
 
 #: A policy that fixes index_bits for a layer's weight blob, or returns None to choose.
 IndexBitsPolicy = Callable[[LayerInfo], "int | None"]
@@ -36,7 +36,7 @@ def encode_model(
         progress(
             f"{layer.name} blob {payload.address.blob_index}", f"{payload.values.size:,} values -> {len(body):,} B"
         )
-    return container.header_bytes(len(sections)) + b"".join(sections)
+    return container.header_bytes(len(sections), version_for(model)) + b"".join(sections)
 
 
 def _blob_payload(payload: Payload, fixed_bits: int | None, sparse_codecs: tuple[type[SparseCodec], ...]) -> bytes:
