@@ -1,8 +1,10 @@
-"""Files encoded once by format version 1, decoded on every run: a format change cannot slip in.
+"""Files encoded once, decoded on every run: a format change cannot slip in.
 
 One golden file per codec id and per source format (tests/fixtures/golden/,
 written by make.py there), each beside the dense caffemodel it must decode to,
 byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
+All are format version 1 but source-float16, which holds FLOAT16 raw_data
+blobs, one per codec (format version 2).
 """
 
 import hashlib
@@ -12,6 +14,7 @@ import pytest
 
 from cmpstore import api
 from cmpstore.caffe.caffemodel import caffemodel_bytes
+from cmpstore.cmps import container
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
@@ -25,7 +28,10 @@ FILES = {
     "source-legacy-v1": (["sparse", "raw", "sparse", "raw"], "caffemodel", "huffman"),
     "source-float64": (["sparse", "raw", "sparse", "raw"], "caffemodel", "huffman"),
     "source-hdf5": (["sparse", "raw"], "hdf5", "huffman"),
+    "source-float16": (["deflate", "raw", "raw", "sparse", "sparse-ans"], "caffemodel", "ans"),
 }
+# The format version of each golden file: the lowest that holds it.
+VERSIONS = {name: 2 if name == "source-float16" else 1 for name in FILES}
 V1 = FIXTURES / "golden-v1.cmps"
 # sha256 of the dense caffemodel encoded into golden-v1.cmps (a seeded two-layer net of
 # cmpstore.synthetic, written when the format was frozen).
@@ -52,6 +58,22 @@ def test_golden_file_holds_the_codecs_and_source_it_is_named_for(name):
     codecs, source_format, _ = FILES[name]
     assert [section["codec"] for section in info["sections"][1:]] == codecs
     assert info["sections"][0]["source_format"] == source_format
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_golden_file_has_its_format_version(name):
+    assert container.read_version((GOLDEN / f"{name}.cmps").read_bytes())[0] == VERSIONS[name]
+
+
+def test_float16_golden_file_holds_float16_and_float32_blobs():
+    dtypes = [(s["layer"], s["dtype"]) for s in api.inspect(GOLDEN / "source-float16.cmps")["sections"][1:]]
+    assert dtypes == [
+        ("dense", "float16"),
+        ("dense", "float16"),
+        ("bn", "float32"),
+        ("sparse", "float16"),
+        ("skewed", "float16"),
+    ]
 
 
 def test_hdf5_golden_file_decodes_to_hdf5_with_the_same_values(tmp_path):
