@@ -3,6 +3,12 @@
 This is the only module that imports the generated ``caffe_pb2``.  It parses
 the weightless skeleton of a net (see :mod:`cmpstore.caffe.model`), describes its
 layers, rewrites Cmp layers for stock Caffe, and reads prototxt files.
+
+Forks reuse field numbers: CaffeOnSpark's ``LayerParameter.source_class = 141``
+is a string where caffe.proto has ``bias_param = 141``, a message.  Protobuf
+refuses the whole net over such a field ("Wire format was corrupt").  The
+skeleton keeps it byte for byte anyway; only the parsed view leaves it out
+(:func:`parse_skeleton`), unless it is a field cmpstore reads (a layer's blobs).
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ import math
 import os
 from dataclasses import dataclass
 
-from google.protobuf import message, text_format
+from google.protobuf import descriptor, message, text_format
 
 from ..errors import CmpstoreError, ModelError
+from . import wire
 from ._proto import caffe_pb2
-from .model import LAYER_FIELD, LEGACY_LAYER_FIELD, RAW_DATA_FIELD
+from .model import BLOBS_FIELD, LAYER_FIELD, LEGACY_LAYER_FIELD, RAW_DATA_FIELD
 
 NetParameter = caffe_pb2.NetParameter
 SolverParameter = caffe_pb2.SolverParameter
@@ -57,15 +64,144 @@ class LayerInfo:
 
 
 def parse_skeleton(skeleton: bytes, path: str | None = None) -> NetParameter:
-    """Parse a serialized NetParameter (with or without its weights)."""
+    """Parse a serialized NetParameter (with or without its weights).
+
+    A field whose bytes do not parse as the type caffe.proto gives its number
+    (see the module docstring) is left out of the parsed net; the skeleton
+    keeps it.  Raises ModelError naming the layer and the field where that
+    field is one cmpstore reads: a layer's blobs.
+    """
     net = NetParameter()
     try:
         consumed = net.ParseFromString(skeleton)
     except message.DecodeError as exc:
-        raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
+        skeleton, _ = _without_conflicts(skeleton, path, exc)
+        net = NetParameter()
+        try:
+            consumed = net.ParseFromString(skeleton)
+        except message.DecodeError:  # each field parses alone, so this is not expected
+            raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
     if consumed != len(skeleton):
         raise ModelError("NetParameter was not parsed to its end", path=path)
     return net
+
+
+def conflicting_fields(skeleton: bytes, path: str | None = None) -> list[str]:
+    """What :func:`parse_skeleton` leaves out, e.g. ``"layer 'data' (#0) field 141 holds ..."``."""
+    try:
+        NetParameter().ParseFromString(skeleton)
+    except message.DecodeError as exc:
+        return _without_conflicts(skeleton, path, exc)[1]
+    return []
+
+
+def _without_conflicts(skeleton: bytes, path: str | None, error: message.DecodeError) -> tuple[bytes, list[str]]:
+    """The skeleton without its fields that do not parse as caffe.proto declares them; those fields, described.
+
+    Each field of the net, and of each layer, is parsed on its own to find them.
+    """
+    kept: list[bytes] = []
+    conflicts: list[str] = []
+    layer_counts = {LAYER_FIELD: 0, LEGACY_LAYER_FIELD: 0}
+    try:
+        for field in wire.iter_fields(skeleton, 0, len(skeleton)):
+            piece = skeleton[field.start : field.end]
+            if field.number in layer_counts and field.wire_type == wire.LENGTH_DELIMITED:
+                index = layer_counts[field.number]
+                layer_counts[field.number] += 1
+                content = _layer_without_conflicts(skeleton, field, index, conflicts)
+                kept += [wire.length_delimited(field.number, len(content)), content]
+            elif _parses(NetParameter, piece):
+                kept.append(piece)
+            else:
+                conflicts.append(f"net {_describe(NetParameter, field)}")
+    except wire.WireError as exc:
+        raise ModelError(f"not a valid Caffe NetParameter ({error}: {exc})", path=path) from None
+    except _BlobConflict as exc:
+        raise ModelError(str(exc), path=path, where=exc.where) from None
+    return b"".join(kept), conflicts
+
+
+_LAYER_CLASSES = {LAYER_FIELD: caffe_pb2.LayerParameter, LEGACY_LAYER_FIELD: caffe_pb2.V1LayerParameter}
+
+
+class _BlobConflict(Exception):
+    def __init__(self, problem: str, where: str):
+        super().__init__(problem)
+        self.where = where
+
+
+def _layer_without_conflicts(buf, layer: wire.Field, index: int, conflicts: list[str]) -> bytes:
+    layer_class = _LAYER_CLASSES[layer.number]
+    kept: list[bytes] = []
+    dropped: list[wire.Field] = []
+    blob_index = 0
+    for field in wire.iter_fields(buf, layer.value_start, layer.end):
+        piece = buf[field.start : field.end]
+        is_blob = field.number == BLOBS_FIELD[layer.number] and field.wire_type == wire.LENGTH_DELIMITED
+        if _parses(layer_class, piece):
+            kept.append(piece)
+        elif is_blob:
+            # cmpstore reads blob shapes to check and place every payload: such a blob cannot stay opaque.
+            where = f"{_layer_label(layer_class, kept, index)} blob {blob_index}"
+            blob_fields = wire.iter_fields(buf, field.value_start, field.end)
+            culprit = next((f for f in blob_fields if not _parses(caffe_pb2.BlobProto, buf[f.start : f.end])), None)
+            described = _describe(caffe_pb2.BlobProto, culprit) if culprit else _describe(layer_class, field)
+            raise _BlobConflict(f"{described}; cmpstore reads every blob with caffe.proto", where)
+        else:
+            dropped.append(field)
+        blob_index += is_blob
+    label = _layer_label(layer_class, kept, index)
+    conflicts += [f"{label} {_describe(layer_class, field)}" for field in dropped]
+    return b"".join(kept)
+
+
+def _layer_label(layer_class, fields: list[bytes], index: int) -> str:
+    """``"layer 'data' (#0)"``, the name read from the layer's fields that parse."""
+    try:
+        name = layer_class.FromString(b"".join(fields)).name
+    except message.DecodeError:  # each field parses alone; together they are not expected to fail
+        name = ""
+    return f"layer '{name}' (#{index})" if name else f"layer #{index}"
+
+
+def _parses(message_class, piece) -> bool:
+    try:
+        message_class.FromString(piece)
+    except message.DecodeError:
+        return False
+    return True
+
+
+_WIRE_TYPE_NAMES = {
+    wire.VARINT: "a varint",
+    wire.FIXED64: "8 fixed bytes",
+    wire.LENGTH_DELIMITED: "length-delimited bytes",
+    wire.START_GROUP: "a group",
+    wire.FIXED32: "4 fixed bytes",
+}
+_SCALAR_TYPE_NAMES = {
+    getattr(descriptor.FieldDescriptor, name): name.removeprefix("TYPE_").lower()
+    for name in dir(descriptor.FieldDescriptor)
+    if name.startswith("TYPE_")
+}
+
+
+def _describe(message_class, field: wire.Field) -> str:
+    """E.g. ``"field 141 holds length-delimited bytes that do not parse as caffe.proto's bias_param
+    (a caffe.BiasParameter)"``: the number, what the file holds and what caffe.proto expects."""
+    found = _WIRE_TYPE_NAMES.get(field.wire_type, f"wire type {field.wire_type}")
+    declared = message_class.DESCRIPTOR.fields_by_number.get(field.number)
+    if declared is None:  # protobuf keeps unknown fields without parsing them, so this is not expected
+        return f"field {field.number} holds {found} that do not parse"
+    if declared.message_type is not None:
+        kind = declared.message_type.full_name
+    elif declared.enum_type is not None:
+        kind = declared.enum_type.full_name
+    else:
+        kind = _SCALAR_TYPE_NAMES[declared.type]
+    kind = f"repeated {kind}" if declared.is_repeated else f"a {kind}"
+    return f"field {field.number} holds {found} that do not parse as caffe.proto's {declared.name} ({kind})"
 
 
 def serialize(net: NetParameter) -> bytes:
@@ -147,7 +283,14 @@ def to_deploy(net: NetParameter) -> list[str]:
 
 
 def deploy_skeleton(skeleton: bytes, path: str | None = None) -> bytes:
-    """A serialized net with :func:`to_deploy` applied: what stock Caffe accepts."""
+    """A serialized net with :func:`to_deploy` applied: what stock Caffe accepts.
+
+    Refuses a net with fields that do not parse as caffe.proto declares them:
+    rewriting goes through protobuf, which would drop them.
+    """
+    conflicts = conflicting_fields(skeleton, path)
+    if conflicts:
+        raise ModelError(f"{conflicts[0]}; --deploy rewrites the net with caffe.proto and would drop it", path=path)
     net = parse_skeleton(skeleton, path)
     to_deploy(net)
     return serialize(net)

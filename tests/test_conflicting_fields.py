@@ -1,0 +1,116 @@
+"""Fields whose bytes do not parse as caffe.proto declares their number (forks reusing numbers).
+
+CaffeOnSpark writes ``LayerParameter.source_class = 141``, a string, where
+caffe.proto has ``bias_param = 141``, a BiasParameter: protobuf then refuses the
+whole net ("Wire format was corrupt").  These files are built here, no download.
+"""
+
+import numpy as np
+import pytest
+from common import run_cli
+from nets import lenet_like_bytes
+
+from cmpstore import api
+from cmpstore.caffe import netproto, wire
+from cmpstore.caffe._proto import caffe_pb2
+from cmpstore.caffe.caffemodel import caffemodel_bytes
+from cmpstore.errors import ModelError
+from cmpstore.streams.varint import encode_varint
+
+SOURCE_CLASS = b"com.yahoo.ml.caffe.LMDB"  # CaffeOnSpark's value: 'c' opens a group that never ends
+
+
+def with_layer_field(data: bytes, layer_index: int, extra: bytes) -> bytes:
+    """``data`` with ``extra`` (a whole field) appended to its ``layer_index``-th ``layer``."""
+    out = bytearray()
+    index = 0
+    for field in wire.iter_fields(data, 0, len(data)):
+        if field.number == 100 and field.wire_type == wire.LENGTH_DELIMITED:
+            content = data[field.value_start : field.end] + (extra if index == layer_index else b"")
+            out += wire.length_delimited(100, len(content)) + content
+            index += 1
+        else:
+            out += data[field.start : field.end]
+    return bytes(out)
+
+
+def source_class_field() -> bytes:
+    return wire.length_delimited(141, len(SOURCE_CLASS)) + SOURCE_CLASS
+
+
+@pytest.fixture
+def caffe_on_spark(tmp_path):
+    path = tmp_path / "snapshot.caffemodel"
+    path.write_bytes(with_layer_field(lenet_like_bytes(), 0, source_class_field()))
+    return path
+
+
+def test_protobuf_alone_refuses_the_net(caffe_on_spark):
+    with pytest.raises(Exception, match="Wire format was corrupt"):
+        caffe_pb2.NetParameter.FromString(caffe_on_spark.read_bytes())
+
+
+def test_the_field_survives_encode_and_decode_byte_for_byte(caffe_on_spark, tmp_path):
+    encoded = api.encode(caffe_on_spark, tmp_path / "snapshot.cmps")
+    assert caffemodel_bytes(api.decode_bytes(encoded)) == caffe_on_spark.read_bytes()
+    api.decode(tmp_path / "snapshot.cmps", tmp_path / "back.caffemodel")
+    assert (tmp_path / "back.caffemodel").read_bytes() == caffe_on_spark.read_bytes()
+    assert api.verify(caffe_on_spark, tmp_path / "snapshot.cmps") == []
+
+
+def test_the_parsed_net_leaves_only_that_field_out(caffe_on_spark):
+    model = api.load_model(caffe_on_spark)
+    assert [layer.name for layer in model.layers] == ["data", "conv1", "conv2", "fc1", "fc2"]
+    assert not model.net.layer[0].HasField("bias_param")
+    assert netproto.conflicting_fields(model.skeleton) == [
+        "layer 'data' (#0) field 141 holds length-delimited bytes that do not parse as caffe.proto's bias_param "
+        "(a caffe.BiasParameter)"
+    ]
+
+
+def test_deploy_refuses_naming_the_layer_and_the_field(caffe_on_spark, tmp_path):
+    api.encode(caffe_on_spark, tmp_path / "snapshot.cmps")
+    code, _, err = run_cli("decode", tmp_path / "snapshot.cmps", "--deploy", "-o", tmp_path / "deploy.caffemodel")
+    assert code == 2
+    assert err.strip().endswith(
+        "snapshot.cmps: layer 'data' (#0) field 141 holds length-delimited bytes that do not parse as caffe.proto's "
+        "bias_param (a caffe.BiasParameter); --deploy rewrites the net with caffe.proto and would drop it"
+    )
+    assert not (tmp_path / "deploy.caffemodel").exists()
+
+
+def test_a_field_of_the_wrong_wire_type_is_an_unknown_field_to_protobuf(tmp_path):
+    varint_141 = wire.encode_tag(141, wire.VARINT) + encode_varint(7)
+    data = with_layer_field(lenet_like_bytes(), 1, varint_141)
+    assert netproto.conflicting_fields(data) == []
+    assert caffemodel_bytes(api.decode_bytes(api.encode(_model(data, tmp_path)))) == data
+
+
+def test_a_net_field_that_does_not_parse_survives(tmp_path):
+    data = lenet_like_bytes() + wire.length_delimited(6, len(SOURCE_CLASS)) + SOURCE_CLASS  # NetParameter.state
+    model = _model(data, tmp_path)
+    assert netproto.conflicting_fields(model.skeleton) == [
+        "net field 6 holds length-delimited bytes that do not parse as caffe.proto's state (a caffe.NetState)"
+    ]
+    assert caffemodel_bytes(api.decode_bytes(api.encode(model))) == data
+
+
+def test_a_blob_field_that_does_not_parse_is_named(tmp_path):
+    blob = caffe_pb2.BlobProto(data=np.ones(2, dtype=np.float32).tolist()).SerializeToString()
+    blob += wire.length_delimited(7, len(SOURCE_CLASS)) + SOURCE_CLASS  # BlobProto.shape
+    layer = caffe_pb2.LayerParameter(name="scale", type="Scale").SerializeToString()
+    layer += wire.length_delimited(7, len(blob)) + blob
+    path = tmp_path / "bad.caffemodel"
+    path.write_bytes(wire.length_delimited(100, len(layer)) + layer)
+    with pytest.raises(
+        ModelError,
+        match=r"bad.caffemodel: layer 'scale' \(#0\) blob 0: field 7 holds length-delimited bytes that do not parse "
+        r"as caffe.proto's shape \(a caffe.BlobShape\); cmpstore reads every blob with caffe.proto",
+    ):
+        api.load_model(path)
+
+
+def _model(data: bytes, tmp_path):
+    path = tmp_path / "m.caffemodel"
+    path.write_bytes(data)
+    return api.load_model(path)
