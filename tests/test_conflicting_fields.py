@@ -5,6 +5,9 @@ caffe.proto has ``bias_param = 141``, a BiasParameter: protobuf then refuses the
 whole net ("Wire format was corrupt").  These files are built here, no download.
 """
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from common import run_cli
@@ -14,7 +17,8 @@ from cmpstore import api
 from cmpstore.caffe import netproto, wire
 from cmpstore.caffe._proto import caffe_pb2
 from cmpstore.caffe.caffemodel import caffemodel_bytes
-from cmpstore.errors import ModelError
+from cmpstore.cmps import container
+from cmpstore.errors import FormatError, ModelError
 from cmpstore.streams.varint import encode_varint
 
 SOURCE_CLASS = b"com.yahoo.ml.caffe.LMDB"  # CaffeOnSpark's value: 'c' opens a group that never ends
@@ -114,3 +118,20 @@ def _model(data: bytes, tmp_path):
     path = tmp_path / "m.caffemodel"
     path.write_bytes(data)
     return api.load_model(path)
+
+
+def test_such_a_skeleton_makes_a_format_version_2_file(caffe_on_spark):
+    assert container.read_version(api.encode(caffe_on_spark))[0] == 2
+
+
+def test_a_version_1_file_with_such_a_skeleton_is_refused(caffe_on_spark):
+    data = bytearray(api.encode(caffe_on_spark))
+    struct.pack_into("<I", data, 8, 1)
+    struct.pack_into("<I", data, 16, zlib.crc32(bytes(data[:16])))
+    with pytest.raises(
+        FormatError,
+        match=r"x.cmps: section 0 \(NETP at byte 20\): layer 'data' \(#0\) field 141 holds length-delimited bytes "
+        r"that do not parse as caffe.proto's bias_param \(a caffe.BiasParameter\), which needs a later format "
+        r"version than 1",
+    ):
+        api.decode_bytes(bytes(data), "x.cmps")

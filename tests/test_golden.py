@@ -3,8 +3,9 @@
 One golden file per codec id and per source format (tests/fixtures/golden/,
 written by make.py there), each beside the dense caffemodel it must decode to,
 byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
-All are format version 1 but source-float16, which holds FLOAT16 raw_data
-blobs, one per codec (format version 2).
+All are format version 1 but source-float16 (format version 2), which holds
+FLOAT16 raw_data blobs, one per codec, and CaffeOnSpark's source_class (layer
+field 141, a string where caffe.proto has bias_param).
 """
 
 import hashlib
@@ -13,6 +14,7 @@ import pathlib
 import pytest
 
 from cmpstore import api
+from cmpstore.caffe import netproto
 from cmpstore.caffe.caffemodel import caffemodel_bytes
 from cmpstore.cmps import container
 
@@ -63,6 +65,14 @@ def test_golden_file_holds_the_codecs_and_source_it_is_named_for(name):
 @pytest.mark.parametrize("name", FILES)
 def test_golden_file_has_its_format_version(name):
     assert container.read_version((GOLDEN / f"{name}.cmps").read_bytes())[0] == VERSIONS[name]
+
+
+def test_float16_golden_file_keeps_a_field_caffe_proto_cannot_parse():
+    skeleton = api.decode(GOLDEN / "source-float16.cmps").skeleton
+    assert netproto.conflicting_fields(skeleton) == [
+        "layer 'data' (#0) field 141 holds length-delimited bytes that do not parse as caffe.proto's bias_param "
+        "(a caffe.BiasParameter)"
+    ]
 
 
 def test_float16_golden_file_holds_float16_and_float32_blobs():

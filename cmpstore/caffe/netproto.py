@@ -71,11 +71,17 @@ def parse_skeleton(skeleton: bytes, path: str | None = None) -> NetParameter:
     keeps it.  Raises ModelError naming the layer and the field where that
     field is one cmpstore reads: a layer's blobs.
     """
+    return parse_skeleton_and_conflicts(skeleton, path)[0]
+
+
+def parse_skeleton_and_conflicts(skeleton: bytes, path: str | None = None) -> tuple[NetParameter, list[str]]:
+    """:func:`parse_skeleton`, and the fields it left out, e.g. ``"layer 'data' (#0) field 141 holds ..."``."""
     net = NetParameter()
+    conflicts: list[str] = []
     try:
         consumed = net.ParseFromString(skeleton)
     except message.DecodeError as exc:
-        skeleton, _ = _without_conflicts(skeleton, path, exc)
+        skeleton, conflicts = _without_conflicts(skeleton, path, exc)
         net = NetParameter()
         try:
             consumed = net.ParseFromString(skeleton)
@@ -83,16 +89,12 @@ def parse_skeleton(skeleton: bytes, path: str | None = None) -> NetParameter:
             raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
     if consumed != len(skeleton):
         raise ModelError("NetParameter was not parsed to its end", path=path)
-    return net
+    return net, conflicts
 
 
 def conflicting_fields(skeleton: bytes, path: str | None = None) -> list[str]:
-    """What :func:`parse_skeleton` leaves out, e.g. ``"layer 'data' (#0) field 141 holds ..."``."""
-    try:
-        NetParameter().ParseFromString(skeleton)
-    except message.DecodeError as exc:
-        return _without_conflicts(skeleton, path, exc)[1]
-    return []
+    """The fields :func:`parse_skeleton` leaves out."""
+    return parse_skeleton_and_conflicts(skeleton, path)[1]
 
 
 def _without_conflicts(skeleton: bytes, path: str | None, error: message.DecodeError) -> tuple[bytes, list[str]]:
@@ -288,10 +290,9 @@ def deploy_skeleton(skeleton: bytes, path: str | None = None) -> bytes:
     Refuses a net with fields that do not parse as caffe.proto declares them:
     rewriting goes through protobuf, which would drop them.
     """
-    conflicts = conflicting_fields(skeleton, path)
+    net, conflicts = parse_skeleton_and_conflicts(skeleton, path)
     if conflicts:
         raise ModelError(f"{conflicts[0]}; --deploy rewrites the net with caffe.proto and would drop it", path=path)
-    net = parse_skeleton(skeleton, path)
     to_deploy(net)
     return serialize(net)
 

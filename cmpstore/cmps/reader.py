@@ -26,7 +26,7 @@ from ..errors import FormatError, ModelError
 from ..progress import silent
 from ..streams.varint import Reader
 from . import container
-from .sections import VALUE_FIELDS, read_blob_address, read_codec_and_count, read_net
+from .sections import OPAQUE_FIELDS_VERSION, VALUE_FIELDS, read_blob_address, read_codec_and_count, read_net
 
 #: Values per window when a blob is decoded only to check it: bounded memory for any blob.
 CHECK_WINDOW = 1 << 20
@@ -72,9 +72,13 @@ class CmpsFile:
         net_section = sections[0]
         self.source_format, self.skeleton = read_net(net_section.payload, net_section.label(0))
         try:
-            self.net = netproto.parse_skeleton(self.skeleton)
+            self.net, conflicts = netproto.parse_skeleton_and_conflicts(self.skeleton)
         except ModelError as exc:
             raise FormatError(f"{net_section.label(0)}: {exc.problem}") from None
+        if conflicts and self.version < OPAQUE_FIELDS_VERSION:
+            raise FormatError(
+                f"{net_section.label(0)}: {conflicts[0]}, which needs a later format version than {self.version}"
+            )
         self.layers = netproto.layer_infos(self.net)
         #: Bytes of the header and the NETP section: what a report counts as structure.
         self.header_and_net_bytes = container.HEADER_SIZE + net_section.size_on_disk

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from ..caffe import netproto
 from ..caffe.model import (
     BLOBS_FIELD,
     DATA_FIELD,
@@ -32,12 +33,18 @@ MAX_SKELETON_BYTES = 1 << 31
 MAX_CODEC_ID = 255
 #: The BLOB value fields of each format version: version 2 adds float16 raw_data.
 VALUE_FIELDS = {1: (DATA_FIELD, DOUBLE_DATA_FIELD), 2: (DATA_FIELD, DOUBLE_DATA_FIELD, RAW_DATA_FIELD)}
+#: The first version whose skeleton may hold fields that do not parse as caffe.proto declares them
+#: (cmpstore.caffe.netproto.parse_skeleton); a version 1 reader refuses such a skeleton.
+OPAQUE_FIELDS_VERSION = 2
 
 
 def version_for(model: Model) -> int:
-    """The lowest format version that holds every payload of ``model``."""
+    """The lowest format version that holds ``model``: its payloads' value fields and its skeleton."""
     fields = {payload.address.value_field for payload in model.payloads}
-    return min(version for version, known in VALUE_FIELDS.items() if fields <= set(known))
+    version = min(version for version, known in VALUE_FIELDS.items() if fields <= set(known))
+    if netproto.conflicting_fields(model.skeleton):
+        version = max(version, OPAQUE_FIELDS_VERSION)
+    return version
 
 
 def net_payload(model: Model) -> bytes:
