@@ -65,9 +65,10 @@ def save_model(
 
     ``format`` defaults to what the output's extension says, else a binary
     caffemodel.  ``npz`` holds the dense weights for deployment outside
-    Caffe, one array per blob named ``<layer>/<blob index>``.  An existing
-    output is replaced only with ``force``, and never one of ``inputs``, the
-    files the model was made from (see :mod:`cmpstore.atomic`).
+    Caffe, one array per blob named ``<layer>/<blob index>``.  A model with
+    FLOAT16 blobs cannot be written as HDF5 (UsageError naming the blob).  An
+    existing output is replaced only with ``force``, and never one of
+    ``inputs``, the files the model was made from (see :mod:`cmpstore.atomic`).
     """
     formats.for_output(output, format).write(model, os.fspath(output), Placement.of(force, inputs))
 
@@ -288,7 +289,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """The weights of any supported file, by layer name, each blob shaped as in Caffe.
 
     Reads ``.caffemodel``, ``.caffemodel.h5`` and ``.cmps`` files, without
-    Caffe.  Layers without blobs are left out; float64 blobs stay float64.
+    Caffe.  Layers without blobs are left out; float64 blobs stay float64,
+    and FLOAT16 blobs (OpenCV's ``raw_data``) float16.
 
     Examples
     --------
