@@ -93,9 +93,9 @@ def run(job: Job) -> list[StageRecord]:
             job.log(f"wrote {os.path.join(stage_dir, 'net.prototxt')} and solver.prototxt")
         return []
     _check_weights(job)
+    state = _State.load(job)  # another run in this work directory is the first thing to say
     check_output(job.output, Placement.of(job.force, [job.weights]))  # before hours of training, not after
     caffe = _import_caffe(job)
-    state = _State.load(job)
     eval_net = _write_eval_net(job, fed)
     if state.pretrained_accuracy is None:
         state.pretrained_accuracy = _evaluate(caffe, eval_net, job.weights, fed, job.dataset)
