@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from . import formats
+from . import formats, limits
 from .atomic import Placement, check_output, write_chunks
 from .caffe import netproto
 from .caffe.model import Model
@@ -138,10 +138,12 @@ def encode(
     return encoded
 
 
-def decode_bytes(buf, path: str | None = None, progress: Progress = silent) -> Model:
-    """Decode the bytes of a ``.cmps`` file; errors name ``path``."""
+def decode_bytes(
+    buf, path: str | None = None, progress: Progress = silent, *, max_output_bytes: int | None = None
+) -> Model:
+    """Decode the bytes of a ``.cmps`` file; errors name ``path``.  ``max_output_bytes`` as for :func:`decode`."""
     with reading(path):
-        return open_cmps(buf, path).model(progress)
+        return open_cmps(buf, path, max_output_bytes=max_output_bytes).model(progress)
 
 
 def decode(
@@ -152,6 +154,7 @@ def decode(
     deploy: bool = False,
     workers: int | None = None,
     progress: Progress = silent,
+    max_output_bytes: int | None = None,
     force: bool = False,
 ) -> Model | None:
     """Decode a ``.cmps`` file: into memory, or into ``output``.
@@ -169,6 +172,11 @@ def decode(
     deploy : bool
         Rename CmpConvolution/CmpInnerProduct to Convolution/InnerProduct and
         drop the fork's fields, so stock Caffe can use the net.
+    max_output_bytes : int, optional
+        Refuse, before decoding anything, a file whose decoded size (the net
+        plus every blob's values: a dense caffemodel less a few bytes of
+        framing per blob) exceeds this; for services that decode untrusted
+        files.  The format's own limits (docs/FORMAT.md) always apply.
     force : bool
         Replace an existing ``output`` (never the input).
 
@@ -190,7 +198,7 @@ def decode(
     if output is not None:
         target = formats.for_output(output, format)
         check_output(output, placement)
-    cmps = _open(path)
+    cmps = _open(path, max_output_bytes)
     if target is None:
         with reading(path):
             model = cmps.model(progress)
@@ -441,13 +449,15 @@ def _described(cmps: CmpsFile, path: str | None) -> dict:
     return {"file": path, "bytes": cmps.size, "version": cmps.version, "sections": listed}
 
 
-def _open(path: str | formats.Source) -> CmpsFile:
+def _open(path: str | formats.Source, max_output_bytes: int | None = None) -> CmpsFile:
     """The ``.cmps`` file at ``path`` (a pipe too), checked, or a FormatError naming it."""
+    max_output_bytes = limits.checked_max_output_bytes(max_output_bytes)
     source = path if isinstance(path, formats.Source) else formats.Source.open(path)
     if formats.sniff(source) is not formats.CMPS:
         raise FormatError("not a cmpstore file (wrong magic bytes)", path=source.path)
     with reading(source.path):
-        return open_cmps(source.data if source.data is not None else source.path, source.path)
+        data = source.data if source.data is not None else source.path
+        return open_cmps(data, source.path, max_output_bytes=max_output_bytes)
 
 
 def _deployed(model: Model, path: str) -> Model:

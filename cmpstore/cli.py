@@ -186,6 +186,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="turn CmpConvolution/CmpInnerProduct into Convolution/InnerProduct for stock Caffe",
     )
+    decode.add_argument(
+        "--max-output-bytes",
+        type=int,
+        metavar="N",
+        help="refuse, before decoding, a file that decodes to more than N bytes (the net plus its weights)",
+    )
     decode.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
     report = command("report", "show per layer where the bytes go (encoded file, or what encode would write)", _report)
@@ -298,10 +304,18 @@ def _decode(args) -> int:
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
         if stdout:
-            model = api.decode(args.encoded, deploy=args.deploy, progress=progress)
+            model = api.decode(
+                args.encoded, deploy=args.deploy, progress=progress, max_output_bytes=args.max_output_bytes
+            )
         else:
             api.decode(
-                args.encoded, output, format=args.format, deploy=args.deploy, progress=progress, force=args.force
+                args.encoded,
+                output,
+                format=args.format,
+                deploy=args.deploy,
+                progress=progress,
+                max_output_bytes=args.max_output_bytes,
+                force=args.force,
             )
     finally:
         progress.close()

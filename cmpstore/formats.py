@@ -109,6 +109,7 @@ def _read_caffemodel(source: Source) -> Model:
                 ) from None
             raise
         model.check_shapes(path)
+        model.check_sizes(path)
         return model
 
 

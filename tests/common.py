@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -35,6 +37,17 @@ def assert_codec_roundtrip(codec, values: np.ndarray) -> bytes:
     assert stats.count == values.size
     assert stats.nonzero == int(np.count_nonzero(bits(values)))
     return payload
+
+
+def framed(sections: list[tuple[bytes, bytes]]) -> bytes:
+    """A .cmps container with correct checksums around whatever payloads it is given."""
+    from cmpstore.cmps import container
+
+    out = container.header_bytes(len(sections))
+    for kind, payload in sections:
+        head = struct.pack("<4sI", kind, len(payload))
+        out += head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
+    return out
 
 
 def shared_model(name: str) -> pathlib.Path:

@@ -2,13 +2,13 @@
 
 import os
 import re
-import struct
 import tracemalloc
 import zlib
 
 import h5py
 import numpy as np
 import pytest
+from common import framed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nets import layer_net_bytes, lenet_like_bytes
@@ -41,15 +41,6 @@ def assert_rejected(data: bytes, reader=api.decode_bytes) -> str:
 
 def sections_of(data: bytes) -> list[tuple[bytes, bytes]]:
     return [(s.kind, bytes(s.payload)) for s in container.read_sections(data)]
-
-
-def framed(sections: list[tuple[bytes, bytes]]) -> bytes:
-    """A container with correct checksums around whatever payloads it is given."""
-    out = container.header_bytes(len(sections))
-    for kind, payload in sections:
-        head = struct.pack("<4sI", kind, len(payload))
-        out += head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
-    return out
 
 
 def test_every_single_bit_flip_names_the_damage():

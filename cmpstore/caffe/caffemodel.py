@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import limits
 from ..errors import ModelError
 from . import wire
 from .model import (
@@ -55,6 +56,8 @@ def split_caffemodel(buf: bytes, path: str = "<bytes>") -> Model:
             if field.number in BLOBS_FIELD and field.wire_type == wire.LENGTH_DELIMITED:
                 layer_index = layer_counts[field.number]
                 layer_counts[field.number] += 1
+                if sum(layer_counts.values()) > limits.MAX_LAYERS:  # before walking millions of hostile layers
+                    raise ModelError(f"the net has more than {limits.MAX_LAYERS:,} layers, the limit", path=path)
                 content = _strip_layer(buf, view, field, layer_index, payloads)
                 skeleton += [wire.length_delimited(field.number, len(content)), content]
             else:

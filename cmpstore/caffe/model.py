@@ -112,6 +112,19 @@ class Model:
             raise exc.located(path=path) from None
         return self.layers
 
+    def check_sizes(self, path: str | None = None) -> int:
+        """Check every blob and the whole model against the limits (:mod:`cmpstore.limits`); return its decoded size.
+
+        Raises ModelError naming ``path`` (and the layer and blob where one is over).
+        """
+        from ..errors import ModelError
+        from .netproto import check_sizes
+
+        try:
+            return check_sizes(self.layers, (payload.address for payload in self.payloads), len(self.skeleton))
+        except ModelError as exc:
+            raise exc.located(path=path) from None
+
     def weights_by_layer(self, path: str | None = None) -> dict[str, list[np.ndarray]]:
         """The blobs by layer name, each shaped as in Caffe; layers without blobs are left out.
 

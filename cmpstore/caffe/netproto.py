@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import descriptor, message, text_format
 
+from .. import limits
 from ..errors import CmpstoreError, ModelError
 from . import wire
 from ._proto import caffe_pb2
-from .model import BLOBS_FIELD, LAYER_FIELD, LEGACY_LAYER_FIELD, RAW_DATA_FIELD
+from .model import BLOBS_FIELD, LAYER_FIELD, LEGACY_LAYER_FIELD, PAYLOAD_DTYPE, RAW_DATA_FIELD, BlobAddress
 
 NetParameter = caffe_pb2.NetParameter
 SolverParameter = caffe_pb2.SolverParameter
@@ -64,18 +66,21 @@ class LayerInfo:
 
 
 def parse_skeleton(skeleton: bytes, path: str | None = None) -> NetParameter:
-    """Parse a serialized NetParameter (with or without its weights).
+    """Parse a serialized NetParameter (with or without its weights), within the limits of its size.
 
-    A field whose bytes do not parse as the type caffe.proto gives its number
-    (see the module docstring) is left out of the parsed net; the skeleton
-    keeps it.  Raises ModelError naming the layer and the field where that
-    field is one cmpstore reads: a layer's blobs.
+    The layers and fields are counted on the wire first (:func:`check_net_size`),
+    because protobuf's own parse costs memory per message before anything can be
+    checked.  A field whose bytes do not parse as the type caffe.proto gives its
+    number (see the module docstring) is left out of the parsed net; the
+    skeleton keeps it.  Raises ModelError naming the layer and the field where
+    that field is one cmpstore reads: a layer's blobs.
     """
     return parse_skeleton_and_conflicts(skeleton, path)[0]
 
 
 def parse_skeleton_and_conflicts(skeleton: bytes, path: str | None = None) -> tuple[NetParameter, list[str]]:
     """:func:`parse_skeleton`, and the fields it left out, e.g. ``"layer 'data' (#0) field 141 holds ..."``."""
+    check_net_size(skeleton, path)
     net = NetParameter()
     conflicts: list[str] = []
     try:
@@ -204,6 +209,71 @@ def _describe(message_class, field: wire.Field) -> str:
         kind = _SCALAR_TYPE_NAMES[declared.type]
     kind = f"repeated {kind}" if declared.is_repeated else f"a {kind}"
     return f"field {field.number} holds {found} that do not parse as caffe.proto's {declared.name} ({kind})"
+
+
+def check_net_size(skeleton, path: str | None = None) -> int:
+    """Raise ModelError if the serialized net has more layers or fields than the limits; return its layers.
+
+    Walks only the NetParameter's own fields and each layer's, stopping at the
+    first limit passed, so a hostile net costs at most about a second here
+    (a blob, with its values, is one field).
+    """
+    layers = fields = 0
+    try:
+        for field in wire.iter_fields(skeleton, 0, len(skeleton)):
+            fields += 1
+            if field.number in (LAYER_FIELD, LEGACY_LAYER_FIELD) and field.wire_type == wire.LENGTH_DELIMITED:
+                layers += 1
+                if layers > limits.MAX_LAYERS:
+                    raise ModelError(f"the net has more than {limits.MAX_LAYERS:,} layers, the limit", path=path)
+                for _ in wire.iter_fields(skeleton, field.value_start, field.end):
+                    fields += 1
+                    if fields > limits.MAX_NET_FIELDS:
+                        break
+            if fields > limits.MAX_NET_FIELDS:
+                raise ModelError(
+                    f"the net and its layers have more than {limits.MAX_NET_FIELDS:,} fields, the limit", path=path
+                )
+    except wire.WireError as exc:
+        raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
+    return layers
+
+
+def check_sizes(
+    layers: list[LayerInfo],
+    value_fields: Iterable[BlobAddress],
+    skeleton_bytes: int,
+    error: type[CmpstoreError] = ModelError,
+    max_output_bytes: int | None = None,
+) -> int:
+    """Check every blob and the whole model against :mod:`cmpstore.limits`; return the decoded size.
+
+    ``value_fields`` are the addresses of the values the model holds.  A blob
+    without values counts as the float32 zeros of its shape, which is what
+    writing it as HDF5 gives.  The decoded size is ``skeleton_bytes`` plus
+    every blob's values; a shape with a negative dimension is refused here too.
+    """
+    if skeleton_bytes > limits.MAX_SKELETON_BYTES:
+        raise error(
+            f"the net without its weights is {skeleton_bytes:,} bytes, more than the limit of "
+            f"{limits.MAX_SKELETON_BYTES:,}"
+        )
+    itemsizes: dict[tuple[int, int, int], list[int]] = {}
+    for address in value_fields:
+        key = (address.layer_field, address.layer_index, address.blob_index)
+        itemsizes.setdefault(key, []).append(PAYLOAD_DTYPE[address.value_field].itemsize)
+    decoded = skeleton_bytes
+    for layer in layers:
+        for blob_index, shape in enumerate(layer.blob_shapes):
+            where = f"{layer.label} blob {blob_index}"
+            count = element_count(shape)
+            if count is None:
+                raise error(f"blob shape {list(shape)} has a negative dimension", where=where)
+            for itemsize in itemsizes.get((layer.layer_field, layer.index, blob_index), [4]):
+                limits.check_blob(count, itemsize, error, where)
+                decoded += count * itemsize
+    limits.check_model(decoded, error, max_output_bytes)
+    return decoded
 
 
 def serialize(net: NetParameter) -> bytes:

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import FormatError
+from ..limits import MAX_SECTION_BYTES
 
 MAGIC = b"\x89CMPS\r\n\x1a"
 #: Format versions this cmpstore reads.  Version 2 adds BLOB value field 12 (FLOAT16 raw_data,
@@ -29,9 +30,6 @@ SECTION_OVERHEAD = _SECTION_HEAD.size + _CRC.size
 NET = b"NETP"
 BLOB = b"BLOB"
 SECTION_KINDS = (NET, BLOB)
-
-#: Upper bound on a section payload: no Caffe blob or net can exceed protobuf's 2 GiB.
-MAX_SECTION_BYTES = (1 << 31) - 1
 
 
 @dataclass
@@ -105,6 +103,8 @@ def read_sections(buf) -> list[Section]:
         if len(view) - pos < SECTION_OVERHEAD:
             raise FormatError(f"{label}: truncated section header")
         kind, length = _SECTION_HEAD.unpack_from(view, pos)
+        if length > MAX_SECTION_BYTES:
+            raise FormatError(f"{label}: declares {length} bytes, more than the {MAX_SECTION_BYTES} a section may hold")
         if length > len(view) - pos - SECTION_OVERHEAD:
             raise FormatError(f"{label}: declares {length} bytes but only {len(view) - pos - SECTION_OVERHEAD} remain")
         payload_start = pos + _SECTION_HEAD.size

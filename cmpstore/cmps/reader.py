@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import limits
 from ..caffe import netproto
 from ..caffe.model import PAYLOAD_DTYPE, BlobAddress, Model, Payload
 from ..caffe.netproto import LayerInfo
@@ -62,7 +63,7 @@ class BlobEntry:
 class CmpsFile:
     """A checked ``.cmps`` file: its net and its blob entries (see :func:`open_cmps`)."""
 
-    def __init__(self, buf, path: str | None = None):
+    def __init__(self, buf, path: str | None = None, max_output_bytes: int | None = None):
         self.path = path
         self.buffer = memoryview(buf)
         sections = container.read_sections(self.buffer)
@@ -70,19 +71,22 @@ class CmpsFile:
         if not sections or sections[0].kind != container.NET:
             raise FormatError("the first section must be the net (NETP)")
         net_section = sections[0]
-        self.source_format, self.skeleton = read_net(net_section.payload, net_section.label(0))
+        label = net_section.label(0)
+        self.source_format, self.skeleton = read_net(net_section.payload, label, max_output_bytes)
         try:
             self.net, conflicts = netproto.parse_skeleton_and_conflicts(self.skeleton)
         except ModelError as exc:
-            raise FormatError(f"{net_section.label(0)}: {exc.problem}") from None
+            raise FormatError(f"{label}: {exc.problem}") from None
         if conflicts and self.version < OPAQUE_FIELDS_VERSION:
-            raise FormatError(
-                f"{net_section.label(0)}: {conflicts[0]}, which needs a later format version than {self.version}"
-            )
+            raise FormatError(f"{label}: {conflicts[0]}, which needs a later format version than {self.version}")
         self.layers = netproto.layer_infos(self.net)
         #: Bytes of the header and the NETP section: what a report counts as structure.
         self.header_and_net_bytes = container.HEADER_SIZE + net_section.size_on_disk
         self.entries = self._entries(sections)
+        #: The skeleton plus every blob's values (see :func:`cmpstore.caffe.netproto.check_sizes`).
+        self.decoded_bytes = netproto.check_sizes(
+            self.layers, (entry.address for entry in self.entries), len(self.skeleton), FormatError, max_output_bytes
+        )
 
     def _entries(self, sections: list[container.Section]) -> list[BlobEntry]:
         layers = {(info.layer_field, info.index): info for info in self.layers}
@@ -162,11 +166,14 @@ class CmpsFile:
         return Model(self.skeleton, payloads, self.source_format)
 
 
-def open_cmps(source, path: str | None = None) -> CmpsFile:
+def open_cmps(source, path: str | None = None, *, max_output_bytes: int | None = None) -> CmpsFile:
     """Open a ``.cmps`` file (a path) or its bytes, and check everything but the blob payloads.
 
     Errors are :class:`~cmpstore.errors.FormatError`; the caller names the file
-    (see :func:`cmpstore.errors.reading`).
+    (see :func:`cmpstore.errors.reading`).  Besides the format's limits
+    (:mod:`cmpstore.limits`), ``max_output_bytes`` refuses a file whose
+    decoded size (:attr:`CmpsFile.decoded_bytes`: the net plus every blob's
+    values) would exceed it, before anything is decoded.
 
     Examples
     --------
@@ -178,10 +185,11 @@ def open_cmps(source, path: str | None = None) -> CmpsFile:
     >>> cmps.decode(cmps.entries[1]).shape
     (20,)
     """
+    max_output_bytes = limits.checked_max_output_bytes(max_output_bytes)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return CmpsFile(source, path)
+        return CmpsFile(source, path, max_output_bytes)
     path = os.fspath(source)
-    return CmpsFile(_mapped(path), path)
+    return CmpsFile(_mapped(path), path, max_output_bytes)
 
 
 def _mapped(path: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from .. import limits
 from ..caffe import netproto
 from ..caffe.model import (
     BLOBS_FIELD,
@@ -26,9 +27,6 @@ from ..errors import FormatError
 from ..streams.inflate import inflate_exactly
 from ..streams.varint import Reader, encode_varint
 
-#: Largest blob and skeleton the format accepts: what fits in protobuf's 2 GiB message limit.
-MAX_BLOB_BYTES = 1 << 31
-MAX_SKELETON_BYTES = 1 << 31
 #: Largest codec id a BLOB head may carry (the ids in use are listed in cmpstore.codecs).
 MAX_CODEC_ID = 255
 #: The BLOB value fields of each format version: version 2 adds float16 raw_data.
@@ -52,13 +50,18 @@ def net_payload(model: Model) -> bytes:
     return encode_varint(int(model.source_format)) + encode_varint(len(skeleton)) + zlib.compress(skeleton, 9)
 
 
-def read_net(payload, label: str) -> tuple[SourceFormat, bytes]:
-    """The source format and the skeleton of a NETP payload."""
+def read_net(payload, label: str, max_output_bytes: int | None = None) -> tuple[SourceFormat, bytes]:
+    """The source format and the skeleton of a NETP payload.
+
+    The skeleton's declared size is checked against the caller's ``max_output_bytes``
+    before it is inflated: the skeleton is part of what decoding writes.
+    """
     reader = Reader(payload)
     source_format = reader.varint(f"{label} source format", max(SourceFormat))
     if source_format not in set(SourceFormat):
         raise FormatError(f"{label}: unknown source format {source_format}")
-    size = reader.varint(f"{label} skeleton size", MAX_SKELETON_BYTES)
+    size = reader.varint(f"{label} skeleton size", limits.MAX_SKELETON_BYTES)
+    limits.check_output(size, FormatError, max_output_bytes, f"{label}: the net alone decodes to")
     skeleton = inflate_exactly(payload[reader.pos :], size, f"{label} skeleton")
     return SourceFormat(source_format), skeleton
 
@@ -90,5 +93,5 @@ def read_blob_address(reader: Reader, label: str) -> BlobAddress:
 def read_codec_and_count(reader: Reader, address: BlobAddress, where: str) -> tuple[int, int]:
     """The rest of a BLOB head; the count is bounded by the format's limit for the blob's dtype."""
     codec_id = reader.varint(f"{where} codec", MAX_CODEC_ID)
-    count = reader.varint(f"{where} value count", MAX_BLOB_BYTES // PAYLOAD_DTYPE[address.value_field].itemsize)
+    count = reader.varint(f"{where} value count", limits.MAX_BLOB_BYTES // PAYLOAD_DTYPE[address.value_field].itemsize)
     return codec_id, count

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .. import limits
 from ..caffe.model import Model, Payload
 from ..caffe.netproto import LayerInfo
 from ..codecs import BlobCodec, RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec
+from ..errors import ModelError
 from ..progress import silent
 from . import container
 from .sections import BlobHead, net_payload, version_for
@@ -26,17 +28,32 @@ def encode_model(
 
     Every blob is coded with each codec and the smallest payload is kept, so
     no blob ever grows beyond its raw size plus a few bytes of framing.
+
+    Raises ModelError, before anything is coded, for a model that the reader
+    would reject as beyond the format's limits (:mod:`cmpstore.limits`).
     """
-    sections = [container.section_bytes(container.NET, net_payload(model))]
+    model.check_shapes()
+    model.check_sizes()
+    sections = [_section(container.NET, net_payload(model), "the net")]
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
         fixed_bits = index_bits(layer) if index_bits and payload.address.blob_index == 0 and layer.kind else None
         body = _blob_payload(payload, fixed_bits, SPARSE_CODERS[coder])
-        sections.append(container.section_bytes(container.BLOB, body))
+        sections.append(_section(container.BLOB, body, f"{layer.label} blob {payload.address.blob_index}"))
         progress(
             f"{layer.name} blob {payload.address.blob_index}", f"{payload.values.size:,} values -> {len(body):,} B"
         )
     return container.header_bytes(len(sections), version_for(model)) + b"".join(sections)
+
+
+def _section(kind: bytes, payload: bytes, where: str) -> bytes:
+    # Only incompressible values within a few bytes of the blob limit get here.
+    if len(payload) > limits.MAX_SECTION_BYTES:
+        raise ModelError(
+            f"codes to {len(payload):,} bytes, more than the {limits.MAX_SECTION_BYTES:,} a section may hold",
+            where=where,
+        )
+    return container.section_bytes(kind, payload)
 
 
 def _blob_payload(payload: Payload, fixed_bits: int | None, sparse_codecs: tuple[type[SparseCodec], ...]) -> bytes:
