@@ -42,6 +42,13 @@ def checked_index_bits(bits: object, where: str) -> int:
     return int(bits)
 
 
+def checked_seed(seed: object, where: str) -> int:
+    """A random seed: a whole number >= 0, as numpy's generators require."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise UsageError(f"{where}: a seed must be a whole number, 0 or more (numpy's generators need it), got {seed}")
+    return int(seed)
+
+
 def checked(settings: Mapping[str, object] | None, check, option: str) -> dict:
     """Every value of ``settings`` (selector -> value) through ``check`` (one of the above); a copy."""
     if settings is None:

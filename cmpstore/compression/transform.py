@@ -14,7 +14,7 @@ import numpy as np
 
 from ..caffe import netproto
 from ..caffe.model import Model, Payload
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 from ..progress import silent
 from . import kmeans, settings
 from .prune import prune
@@ -72,6 +72,7 @@ def compress_weights(
     """
     ratios = settings.checked(ratios, settings.checked_ratio, "--ratios")
     clusters = settings.checked(clusters, settings.checked_clusters, "--clusters")
+    seed = settings.checked_seed(seed, "--seed")
     if init not in kmeans.INITIALIZATIONS:
         raise UsageError(f"unknown k-means initialization {init!r}; use {', '.join(kmeans.INITIALIZATIONS)}")
     if empty not in kmeans.EMPTY_CLUSTER_POLICIES:
@@ -117,8 +118,12 @@ def prune_and_share(
 
     The fork's semantics (see :mod:`cmpstore.compression.prune` and :mod:`cmpstore.compression.kmeans`);
     ``ratio`` None prunes only the weights that are already zero, and
-    ``cluster_count`` None skips weight sharing.
+    ``cluster_count`` None skips weight sharing.  ``where`` names the blob in errors.
+
+    Raises ModelError if a weight is NaN or infinite: it has no magnitude to
+    rank and no place among the centroids, and would turn every survivor NaN.
     """
+    _check_finite(values, where)
     weights, mask = prune(values, ratio if ratio is not None else 0.0)
     if cluster_count is None or not mask.any():
         return SharedWeights(weights, mask, None)
@@ -126,6 +131,17 @@ def prune_and_share(
     clustering = kmeans.already_shared(kept, cluster_count) or _cluster(kept, cluster_count, init, seed, empty, where)
     weights[mask] = clustering.quantized(values.dtype)
     return SharedWeights(weights, mask, clustering)
+
+
+def _check_finite(values: np.ndarray, where: str | None) -> None:
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    nan = int(np.count_nonzero(np.isnan(values)))
+    infinite = values.size - int(np.count_nonzero(finite)) - nan
+    kinds = " and ".join(f"{count:,} {kind}" for count, kind in ((nan, "NaN"), (infinite, "infinite")) if count)
+    noun = "weight" if nan + infinite == 1 else "weights"
+    raise ModelError(f"holds {kinds} {noun}; prune and quantize need finite weights", where=where)
 
 
 def _cluster(kept, cluster_count, init, seed, empty, where) -> kmeans.Clustering:
@@ -142,7 +158,7 @@ def _cluster(kept, cluster_count, init, seed, empty, where) -> kmeans.Clustering
 
 
 def _compress_blob(values, layer, ratio, cluster_count, init, seed, empty):
-    shared = prune_and_share(values, ratio, cluster_count, init, seed, empty, where=layer.label)
+    shared = prune_and_share(values, ratio, cluster_count, init, seed, empty, where=f"{layer.label} blob 0")
     outcome = LayerOutcome(layer.name, layer.type, values.size, int(shared.mask.sum()), ratio=ratio)
     if shared.clustering is None:
         return shared.weights, outcome

@@ -15,6 +15,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
+from ..compression.settings import checked_seed
 from ..errors import UsageError
 from .data import default_spec, load_dataset
 from .driver import BACKENDS, Job, StageRecord, run
@@ -79,6 +80,7 @@ def finetune(
     """
     if backend not in BACKENDS:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    seed = checked_seed(seed, "--seed")
     work_dir = os.fspath(work_dir)
     job = Job(
         net=os.fspath(net),

@@ -43,7 +43,7 @@ def constrain(name: str, weights: np.ndarray, ratio: float | None, clusters: int
     k-means starts as the fork does (``linear`` between the smallest and
     largest survivor) and drops clusters that empty.
     """
-    shared = prune_and_share(weights, ratio, clusters, where=f"layer '{name}'")
+    shared = prune_and_share(weights, ratio, clusters, where=f"layer '{name}' blob 0")
     constraint = LayerConstraint(name, shared.mask)
     if shared.clustering is not None:
         constraint.labels = np.zeros(weights.shape, dtype=np.int32)

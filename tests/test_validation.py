@@ -1,0 +1,117 @@
+"""What the library refuses from a user before it works: weights it cannot prune, seeds, payloads, selectors."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from common import run_cli
+
+from cmpstore import api
+from cmpstore.caffe.model import Model, Payload
+from cmpstore.compression.transform import compress_weights
+from cmpstore.errors import ModelError, UsageError
+from cmpstore.finetune import finetune
+from cmpstore.finetune.constraints import constrain
+from cmpstore.synthetic import build_model
+
+NONFINITE = "holds 3 NaN and 1 infinite weights; prune and quantize need finite weights"
+
+
+def with_nonfinite_fc1() -> Model:
+    """The example LeNet with three NaN and one infinite weight in fc1's weight blob."""
+    model = build_model(seed=0)
+    fc1 = next(index for index, layer in enumerate(model.layers) if layer.name == "fc1")
+    payloads = []
+    for payload in model.payloads:
+        values = payload.values
+        if (payload.address.layer_index, payload.address.blob_index) == (fc1, 0):
+            values = values.copy()
+            values[[3, 50, 700]] = np.nan
+            values[9] = -np.inf
+        payloads.append(Payload(payload.address, values))
+    return Model(model.skeleton, payloads, model.source_format)
+
+
+# --- non-finite weights ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ratios, clusters, init",
+    [
+        ({"fc1": 0.5}, None, "linear"),
+        (None, {"fc": 16}, "linear"),
+        (None, {"fc1": 8}, "optimal"),
+        ({"fc": 0.9}, {"fc": 4}, "density"),
+    ],
+)
+def test_nonfinite_weights_are_refused_naming_the_layer(ratios, clusters, init):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        with pytest.raises(ModelError) as caught:
+            compress_weights(with_nonfinite_fc1(), ratios, clusters, init=init)
+    assert str(caught.value) == f"layer 'fc1' blob 0: {NONFINITE}"
+
+
+def test_one_nonfinite_weight_is_named_in_the_singular():
+    weights = np.array([0.5, -0.25, np.inf, 0.125], dtype=np.float32)
+    with pytest.raises(ModelError, match=r"^layer 'fc9' blob 0: holds 1 infinite weight; prune and quantize"):
+        constrain("fc9", weights, 0.5, None)
+
+
+def test_finetune_constraints_refuse_nonfinite_weights():
+    weights = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+    weights[2, 3] = np.nan
+    with pytest.raises(ModelError, match=r"^layer 'fc1' blob 0: holds 1 NaN weight; prune and quantize need finite"):
+        constrain("fc1", weights, 0.5, 4)
+
+
+def test_nonfinite_weights_in_layers_left_alone_are_stored_as_they_are():
+    model, outcomes = compress_weights(with_nonfinite_fc1(), {"conv": 0.5}, {"fc2": 4})
+    assert [outcome.name for outcome in outcomes] == ["conv1", "conv2", "fc2"]
+    back = api.decode_bytes(api.encode(model))
+    assert np.isnan(back.weights_by_layer()["fc1"][0]).sum() == 3
+
+
+@pytest.mark.parametrize("command, option", [("prune", "--ratios=fc1=0.5"), ("quantize", "--clusters=fc1=8")])
+def test_cli_refuses_nonfinite_weights_in_one_line(tmp_path, command, option):
+    source = tmp_path / "nan.caffemodel"
+    api.save_model(with_nonfinite_fc1(), source)
+    extra = ["--init", "optimal"] if command == "quantize" else []
+    code, out, err = run_cli(command, source, option, *extra, "-o", tmp_path / "out.caffemodel")
+    assert code == 2
+    assert err == f"cmpstore {command}: error: {source}: layer 'fc1' blob 0: {NONFINITE}\n"
+    assert not (tmp_path / "out.caffemodel").exists()
+
+
+# --- seeds -------------------------------------------------------------------------------------
+
+SEED = "--seed: a seed must be a whole number, 0 or more (numpy's generators need it), got"
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_compress_weights_refuses_a_bad_seed(seed):
+    with pytest.raises(UsageError, match=f"^{re.escape(SEED)} {seed}$"):
+        compress_weights(build_model(seed=0), None, {"fc": 4}, init="random", seed=seed)
+
+
+def test_example_refuses_a_negative_seed():
+    with pytest.raises(UsageError, match=f"^{re.escape(SEED)} -1$"):
+        build_model(seed=-1)
+
+
+def test_finetune_refuses_a_negative_seed_before_it_starts(tmp_path):
+    with pytest.raises(UsageError, match=f"^{re.escape(SEED)} -7$"):
+        finetune("net", "solver", "weights", tmp_path / "work", layers=["fc1:0.5:4"], iterations=[1, 1], seed=-7)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("command", ["quantize", "compress", "example"])
+def test_cli_refuses_a_negative_seed(tmp_path, command):
+    source = tmp_path / "lenet.caffemodel"
+    api.save_model(build_model(seed=0), source)
+    args = ["--seed", "-1"] if command == "example" else [source, "--clusters", "fc=4", "--seed", "-1", "-o"]
+    code, out, err = run_cli(command, *args, tmp_path / "out.caffemodel")
+    assert code == 2
+    where = f"{source}: " if command == "quantize" else ""  # prune and quantize name their input in every error
+    assert err == f"cmpstore {command}: error: {where}{SEED} -1\n"
