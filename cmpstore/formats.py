@@ -115,7 +115,9 @@ def _read_caffemodel(source: Source) -> Model:
 
 def _read_hdf5(source: Source) -> Model:
     with reading(source.path, ModelError):
-        return hdf5.read_hdf5(source.path, source.data)
+        model = hdf5.read_hdf5(source.path, source.data)
+        model.check_sizes(source.path)
+        return model
 
 
 def _read_cmps(source: Source) -> Model:

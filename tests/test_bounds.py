@@ -3,6 +3,7 @@
 import tracemalloc
 import zlib
 
+import h5py
 import numpy as np
 import pytest
 from common import framed, run_cli
@@ -233,3 +234,180 @@ def test_cli_max_output_bytes(tmp_path):
     assert not (tmp_path / "out.h5").exists()
     code, out, err = run_cli("decode", tmp_path / "lenet.cmps", "-o", tmp_path / "out.h5", "--max-output-bytes", 10**7)
     assert code == 0, err
+
+
+# --- HDF5: declared sizes against the limits and against the bytes stored -------------------------
+
+
+def caffe_h5(path, build) -> None:
+    """A Caffe HDF5 file with one layer 'conv1'; ``build(h5, layer_group)`` adds its datasets."""
+    with h5py.File(path, "w") as h5:
+        build(h5, h5.create_group("data").create_group("conv1"))
+
+
+def test_hdf5_blob_over_the_limit_is_refused_before_reading(tmp_path):
+    count = limits.MAX_BLOB_BYTES // 4 + 1
+    caffe_h5(
+        tmp_path / "big.h5",
+        lambda h5, layer: layer.create_dataset("0", shape=(count,), dtype="<f4", chunks=(1 << 20,), compression="gzip"),
+    )
+    assert (tmp_path / "big.h5").stat().st_size < 10_000
+    message = rejected_without_allocating(api.load_model, tmp_path / "big.h5")
+    assert message == (
+        f"{tmp_path / 'big.h5'}: layer 'conv1' blob 0: 536,870,913 values of 4 bytes are 2,147,483,652 bytes, "
+        "more than the 2,147,483,648 bytes a blob may hold"
+    )
+
+
+def test_hdf5_diff_that_would_inflate_beyond_deflate_is_refused(tmp_path):
+    """A chunked, compressed diff never written: HDF5 would fill a gigabyte with its fill value."""
+
+    def build(h5, layer):
+        layer.create_dataset("0", data=np.ones(4, "<f4"))
+        diff = h5.create_group("diff").create_group("conv1")
+        diff.create_dataset("0", shape=(1 << 28,), dtype="<f4", chunks=(1 << 20,), compression="gzip")
+
+    caffe_h5(tmp_path / "diff.h5", build)
+    message = rejected_without_allocating(api.encode, tmp_path / "diff.h5")
+    assert message == (
+        f"{tmp_path / 'diff.h5'}: layer 'conv1' diff 0: declares 1,073,741,824 bytes of values but stores 0 bytes, "
+        "more than any HDF5 filter inflates (DEFLATE's 1032:1)"
+    )
+
+
+def test_hdf5_compressed_at_deflates_best_ratio_is_read(tmp_path):
+    zeros = np.zeros(1 << 20, "<f4")
+    caffe_h5(
+        tmp_path / "zeros.h5",
+        lambda h5, layer: layer.create_dataset(
+            "0", data=zeros, chunks=(1 << 20,), compression="gzip", compression_opts=9
+        ),
+    )
+    with h5py.File(tmp_path / "zeros.h5") as h5:
+        assert zeros.nbytes > 1000 * h5["data/conv1/0"].id.get_storage_size()
+    assert api.load_weights(tmp_path / "zeros.h5")["conv1"][0].tobytes() == zeros.tobytes()
+
+
+def test_hdf5_empty_dataset_is_a_clear_error(tmp_path):
+    caffe_h5(tmp_path / "empty.h5", lambda h5, layer: layer.create_dataset("0", data=h5py.Empty("<f4")))
+    with pytest.raises(ModelError) as caught:
+        api.load_model(tmp_path / "empty.h5")
+    assert str(caught.value) == (
+        f"{tmp_path / 'empty.h5'}: layer 'conv1' blob 0: dataset has no dataspace (h5py.Empty), so no values; "
+        "a blob is an array"
+    )
+
+
+def test_hdf5_layer_name_that_is_not_utf8_is_a_clear_error(tmp_path):
+    with h5py.File(tmp_path / "latin1.h5", "w") as h5:
+        h5.create_group("data").create_group(b"caf\xe9").create_dataset("0", data=np.ones(3, "<f4"))
+    with pytest.raises(ModelError) as caught:
+        api.load_model(tmp_path / "latin1.h5")
+    assert str(caught.value) == (
+        f"{tmp_path / 'latin1.h5'}: layer name b'caf\\xe9' is not UTF-8 text, which Caffe layer names are"
+    )
+
+
+# --- the authors' .net files: the prototxt's claims first, blamed on the prototxt ------------------
+
+HAN_NET = """
+layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: {inputs} }} }} }}
+layer {{ name: "fc1" type: "InnerProduct" bottom: "data" top: "fc1" inner_product_param {{ num_output: {outputs} }} }}
+"""
+
+
+def han_files(tmp_path, prototxt: str, net: bytes = b"") -> tuple:
+    (tmp_path / "deploy.prototxt").write_text(prototxt)
+    (tmp_path / "model.net").write_bytes(net)
+    return tmp_path / "model.net", tmp_path / "deploy.prototxt"
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs, weights",
+    [(1 << 17, 1 << 16, "8,589,934,592"), (40_000, 25_000, "1,000,000,000")],
+)
+def test_han_layer_over_the_blob_limit_blames_the_prototxt(tmp_path, inputs, outputs, weights):
+    net, prototxt = han_files(tmp_path, HAN_NET.format(inputs=inputs, outputs=outputs), b"\0" * 1000)
+    message = rejected_without_allocating(api.import_han, net, prototxt, tmp_path / "out.cmps")
+    assert message.startswith(f"{prototxt}: layer 'fc1' blob 0: {weights} values of 4 bytes are ")
+    assert message.endswith("more than the 2,147,483,648 bytes a blob may hold")
+    assert not (tmp_path / "out.cmps").exists()
+
+
+def test_han_model_over_the_total_blames_the_prototxt(tmp_path):
+    """Three layers of 2^29 weights, each the largest blob the format holds: 6 GiB in all."""
+    widths = [1 << 14, 1 << 15, 1 << 14, 1 << 15]
+    prototxt = HAN_NET.format(inputs=widths[0], outputs=widths[1])
+    for index, width in enumerate(widths[2:], start=2):
+        prototxt += (
+            f'layer {{ name: "fc{index}" type: "InnerProduct" bottom: "fc{index - 1}" top: "fc{index}" '
+            f"inner_product_param {{ num_output: {width} }} }}\n"
+        )
+    net, prototxt_path = han_files(tmp_path, prototxt, b"\0" * 1000)
+    message = rejected_without_allocating(api.import_han, net, prototxt_path)
+    decoded = 4 * (3 * (1 << 29) + sum(widths[1:]))  # weights and biases
+    assert message == f"{prototxt_path}: the model decodes to {decoded:,} bytes, more than the limit of 4,294,967,296"
+
+
+def test_han_file_too_small_for_what_the_prototxt_declares(tmp_path):
+    net, prototxt = han_files(tmp_path, HAN_NET.format(inputs=100, outputs=3000), b"\0" * 100)
+    message = rejected_without_allocating(api.import_han, net, prototxt)
+    assert message == (
+        f"{net}: holds 100 bytes, fewer than the 12,068 that the entry counts, codebooks and biases of "
+        f"the 1 layers of {prototxt} take"
+    )
+
+
+def test_han_layer_without_bias_blames_the_prototxt(tmp_path):
+    prototxt = HAN_NET.format(inputs=10, outputs=3).replace("num_output: 3", "num_output: 3 bias_term: false")
+    net, prototxt = han_files(tmp_path, prototxt)
+    with pytest.raises(ModelError) as caught:
+        api.import_han(net, prototxt)
+    assert str(caught.value) == (
+        f"{prototxt}: layer 'fc1': the .net format stores a bias for every layer, but this one has none"
+    )
+
+
+CONV = (
+    'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+    "convolution_param { num_output: 4 kernel_size: 3 %s } }"
+)
+INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: %d dim: 8 } } }'
+FC_AFTER = 'layer { name: "fc1" type: "InnerProduct" bottom: "%s" top: "fc1" inner_product_param { num_output: 2 } }'
+
+
+@pytest.mark.parametrize(
+    "prototxt, message",
+    [
+        (
+            INPUT % -8 + CONV % "",
+            "layer 'data': its output 'data' has the shape [1, 3, -8, 8], with a negative dimension",
+        ),
+        (INPUT % 8 + CONV % "stride: 0", "layer 'conv1': stride [0, 0]: a stride must be at least 1"),
+        (
+            INPUT % 8
+            + CONV % ""
+            + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "conv1" bottom: "data" top: "loss" }'
+            + FC_AFTER % "loss",
+            "layer 'fc1': axis 1 is out of range for its input of shape []",
+        ),
+        (
+            INPUT % 8
+            + CONV % ""
+            + 'layer { name: "flat" type: "Flatten" bottom: "conv1" top: "flat" }'
+            + 'layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "flat" top: "cat" }'
+            + FC_AFTER % "cat",
+            "layer 'cat': cannot concatenate inputs of shapes [1, 4, 6, 6], [1, 144] along axis 1",
+        ),
+        (
+            INPUT % 8 + CONV.replace('bottom: "data" ', "") % "",
+            "layer 'conv1': a Convolution layer needs an input (bottom), and this one has none",
+        ),
+    ],
+    ids=["negative dimension", "stride 0", "fc after a loss", "concat of ranks 4 and 2", "conv without bottom"],
+)
+def test_han_prototxt_errors_are_one_line_naming_the_prototxt_and_the_layer(tmp_path, prototxt, message):
+    net, prototxt_path = han_files(tmp_path, prototxt, b"\0" * 100)
+    code, out, err = run_cli("import-han", net, "--prototxt", prototxt_path, "-o", tmp_path / "out.cmps")
+    assert code == 2
+    assert err == f"cmpstore import-han: error: {prototxt_path}: {message}\n"

@@ -21,10 +21,13 @@ so no Caffe is needed.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
+from .. import limits
 from ..errors import ModelError
 from . import netproto
 from .model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
@@ -37,53 +40,93 @@ def import_han(path: str | os.PathLike, prototxt: str | os.PathLike) -> Model:
     """Read a Deep Compression ``.net`` file into a dense model, using ``prototxt`` for the shapes.
 
     The model's net is the prototxt's, with the weights attached to its layers.
+    What the prototxt declares is checked first, and blamed on it: shapes
+    Caffe could infer, a bias per layer, and sizes within the format's limits
+    (:mod:`cmpstore.limits`); then the ``.net`` file must hold what those
+    layers need, before any weight array is allocated.
     """
-    path = os.fspath(path)
+    path, prototxt = os.fspath(path), os.fspath(prototxt)
     net = netproto.read_prototxt(prototxt)
     try:
-        shapes = parameter_shapes(net)
+        layers = _layers(net)
     except ModelError as exc:
-        raise exc.located(path=os.fspath(prototxt)) from None
-    layers = [
-        (index, layer)
-        for index, layer in enumerate(net.layer)
-        if layer.name in shapes and any(mark in layer.name for mark in _NAME_MARKS)
-    ]
-    if not layers:
-        raise ModelError("no conv/fc/ip layer with weights in this net", path=os.fspath(prototxt))
+        raise exc.located(path=prototxt) from None
     try:
         with open(path, "rb") as stream:
             data = stream.read()
     except OSError as exc:
         raise ModelError(f"cannot read ({exc.strerror})", path=path) from None
+    # The entry counts, codebooks and biases come before any entry: the least the file can hold.
+    fixed = 4 * len(layers) + sum(4 * ((1 << layer.bits) + layer.bias_count) for layer in layers)
+    if len(data) < fixed:
+        raise ModelError(
+            f"holds {len(data):,} bytes, fewer than the {fixed:,} that the entry counts, codebooks and biases of "
+            f"the {len(layers)} layers of {prototxt} take",
+            path=path,
+        )
     reader = _Reader(data, path)
     entry_counts = reader.array(np.dtype("<u4"), len(layers), "entry counts")
     payloads = []
-    for (index, layer), entries in zip(layers, entry_counts.tolist(), strict=True):
+    for layer, entries in zip(layers, entry_counts.tolist(), strict=True):
         where = f"layer '{layer.name}'"
-        weight_shape, *bias_shape = shapes[layer.name]
-        if not bias_shape:
-            raise ModelError("the format stores a bias for every layer, but this one has none", path=path, where=where)
-        bits = 8 if "conv" in layer.name else 4
-        codebook = reader.array(np.dtype("<f4"), 1 << bits, f"{where} codebook")
-        bias = reader.array(np.dtype("<f4"), bias_shape[0][0], f"{where} bias")
-        per_byte = 8 // bits
-        codes = _unpack(reader.array(np.dtype("u1"), -(-entries // per_byte), f"{where} codebook indices"), bits)
+        codebook = reader.array(np.dtype("<f4"), 1 << layer.bits, f"{where} codebook")
+        bias = reader.array(np.dtype("<f4"), layer.bias_count, f"{where} bias")
+        per_byte = 8 // layer.bits
+        codes = _unpack(reader.array(np.dtype("u1"), -(-entries // per_byte), f"{where} codebook indices"), layer.bits)
         gaps = _unpack(reader.array(np.dtype("u1"), -(-entries // 2), f"{where} relative indices"), 4)
-        count = netproto.element_count(weight_shape)
+        count = layer.weight_count
         positions = np.cumsum(gaps[:entries].astype(np.int64) + 1) - 1
         if entries and positions[-1] >= count:
             raise ModelError(f"relative indices run past the layer's {count} weights", path=path, where=where)
         indices = np.zeros(count, dtype=np.uint8)
         indices[positions] = codes[:entries]
         weights = codebook[indices]
-        layer.blobs.add().shape.dim.extend(weight_shape)
-        layer.blobs.add().shape.dim.extend(bias_shape[0])
-        payloads.append(Payload(BlobAddress(LAYER_FIELD, index, 0, DATA_FIELD), weights))
-        payloads.append(Payload(BlobAddress(LAYER_FIELD, index, 1, DATA_FIELD), bias.copy()))
+        target = net.layer[layer.index]
+        target.blobs.add().shape.dim.extend(layer.weight_shape)
+        target.blobs.add().shape.dim.append(layer.bias_count)
+        payloads.append(Payload(BlobAddress(LAYER_FIELD, layer.index, 0, DATA_FIELD), weights))
+        payloads.append(Payload(BlobAddress(LAYER_FIELD, layer.index, 1, DATA_FIELD), bias.copy()))
     if reader.remaining:
         raise ModelError(f"{reader.remaining} bytes left after the last layer", path=path)
     return Model(netproto.serialize(net), payloads, SourceFormat.CAFFEMODEL)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A layer the ``.net`` file stores, as its prototxt declares it."""
+
+    index: int  # in net.layer
+    name: str
+    weight_shape: tuple[int, ...]
+    bias_count: int
+    bits: int  # of its codebook indices
+
+    @property
+    def weight_count(self) -> int:
+        return math.prod(self.weight_shape)
+
+
+def _layers(net) -> list[_Layer]:
+    """The layers the file stores, in order, with their sizes checked against the limits."""
+    shapes = parameter_shapes(net)
+    layers = []
+    decoded = 0
+    for index, layer in enumerate(net.layer):
+        if layer.name not in shapes or not any(mark in layer.name for mark in _NAME_MARKS):
+            continue
+        where = f"layer '{layer.name}'"
+        weight_shape, *bias_shape = shapes[layer.name]
+        if not bias_shape:
+            raise ModelError("the .net format stores a bias for every layer, but this one has none", where=where)
+        found = _Layer(index, layer.name, weight_shape, math.prod(bias_shape[0]), 8 if "conv" in layer.name else 4)
+        limits.check_blob(found.weight_count, 4, ModelError, f"{where} blob 0")
+        limits.check_blob(found.bias_count, 4, ModelError, f"{where} blob 1")
+        decoded += 4 * (found.weight_count + found.bias_count)
+        layers.append(found)
+    if not layers:
+        raise ModelError("no conv/fc/ip layer with weights in this net")
+    limits.check_model(decoded, ModelError)
+    return layers
 
 
 def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:

@@ -8,12 +8,15 @@ shape when the model carries gradients.
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import numpy as np
 
+from .. import limits
 from ..atomic import NEW_FILE, Placement, atomic_output
 from ..errors import ModelError, UsageError
+from ..streams.inflate import inflate_bound
 from . import netproto
 from .model import (
     DATA_FIELD,
@@ -62,10 +65,15 @@ def _read(h5, path: str) -> Model:
     data = _linked(h5, "data", path)
     if not isinstance(data, h5py.Group):
         raise ModelError("HDF5 file has no 'data' group: not Caffe weights", path=path)
+    if len(data) > limits.MAX_LAYERS:
+        raise ModelError(f"'data' holds {len(data):,} layers, more than the limit of {limits.MAX_LAYERS:,}", path=path)
     diffs = _linked(h5, "diff", path)
+    # Every dataset is located and checked before any is read: a few kilobytes of HDF5 can declare gigabytes.
     layers = []
-    payloads = []
-    for layer_index, name in enumerate(data.keys()):
+    decoded = 0
+    for name in data.keys():
+        if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes
+            raise ModelError(f"layer name {name!r} is not UTF-8 text, which Caffe layer names are", path=path)
         where = f"layer '{name}'"
         group = _linked(data, name, path)
         if not isinstance(group, h5py.Group):
@@ -76,20 +84,39 @@ def _read(h5, path: str) -> Model:
             dataset = _linked(group, str(blob_index), path)
             if not isinstance(dataset, h5py.Dataset):
                 raise ModelError(f"blobs must be datasets named 0..{len(group) - 1}", path=path, where=where)
-            values = _float_values(dataset, path, f"{where} blob {blob_index}")
-            field = _VALUE_FIELD[values.dtype.newbyteorder("=")]
-            if values.size:  # an empty blob has no data field, as Caffe writes it
-                payloads.append(Payload(BlobAddress(LAYER_FIELD, layer_index, blob_index, field), values.ravel()))
+            decoded += _checked_size(dataset, path, f"{where} blob {blob_index}")
             diff = None
             if isinstance(diff_group, h5py.Group):
-                diff_dataset = _linked(diff_group, str(blob_index), path)
-                if isinstance(diff_dataset, h5py.Dataset):
-                    diff = _float_values(diff_dataset, path, f"{where} diff {blob_index}")
-            blobs.append((dataset.shape, diff))
+                diff = _linked(diff_group, str(blob_index), path)
+                if isinstance(diff, h5py.Dataset):
+                    decoded += _checked_size(diff, path, f"{where} diff {blob_index}")
+                else:
+                    diff = None
+            blobs.append((dataset, diff))
         layers.append((name, blobs))
     if not layers:
         raise ModelError("HDF5 'data' group holds no layers", path=path)
-    return Model(netproto.weights_only_skeleton(layers), payloads, SourceFormat.HDF5)
+    try:
+        limits.check_model(decoded, ModelError)
+    except ModelError as exc:
+        raise exc.located(path=path) from None
+    return _model(layers, path)
+
+
+def _model(layers: list, path: str) -> Model:
+    """Read the checked datasets: ``layers`` is ``[(name, [(dataset, diff dataset or None), ...]), ...]``."""
+    skeleton_layers = []
+    payloads = []
+    for layer_index, (name, blobs) in enumerate(layers):
+        skeleton_blobs = []
+        for blob_index, (dataset, diff) in enumerate(blobs):
+            values = _float_values(dataset)
+            field = _VALUE_FIELD[values.dtype.newbyteorder("=")]
+            if values.size:  # an empty blob has no data field, as Caffe writes it
+                payloads.append(Payload(BlobAddress(LAYER_FIELD, layer_index, blob_index, field), values))
+            skeleton_blobs.append((dataset.shape, None if diff is None else _float_values(diff)))
+        skeleton_layers.append((name, skeleton_blobs))
+    return Model(netproto.weights_only_skeleton(skeleton_layers), payloads, SourceFormat.HDF5)
 
 
 def _linked(group, name: str, path: str):
@@ -140,9 +167,42 @@ def _confined(item, path: str, where: str):
     return item
 
 
-def _float_values(dataset, path: str, where: str) -> np.ndarray:
-    if dataset.dtype not in (np.dtype("<f4"), np.dtype(">f4"), np.dtype("<f8"), np.dtype(">f8")):
+def _checked_size(dataset, path: str, where: str) -> int:
+    """The bytes of a dataset's values, after checking its type and its declared size, without reading it.
+
+    The size must be within the format's limit for a blob, and one that the
+    bytes stored for the dataset can hold: a compressed (or never written)
+    dataset can declare a shape of any size in a few bytes, and HDF5 would
+    inflate it, or fill it with its fill value, when it is read.
+    """
+    if dataset.dtype not in _FLOAT_TYPES:
         raise ModelError(f"dataset of type {dataset.dtype}, expected float32 or float64", path=path, where=where)
+    if dataset.shape is None:
+        raise ModelError(
+            "dataset has no dataspace (h5py.Empty), so no values; a blob is an array", path=path, where=where
+        )
+    count = math.prod(dataset.shape)
+    try:
+        limits.check_blob(count, dataset.dtype.itemsize, ModelError, where)
+    except ModelError as exc:
+        raise exc.located(path=path) from None
+    declared = count * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > inflate_bound(stored):
+        raise ModelError(
+            f"declares {declared:,} bytes of values but stores {stored:,} bytes, more than any HDF5 filter "
+            "inflates (DEFLATE's 1032:1)",
+            path=path,
+            where=where,
+        )
+    return declared
+
+
+_FLOAT_TYPES = (np.dtype("<f4"), np.dtype(">f4"), np.dtype("<f8"), np.dtype(">f8"))
+
+
+def _float_values(dataset) -> np.ndarray:
+    """A checked dataset's values (see :func:`_checked_size`), little-endian and 1-D."""
     little = dataset.dtype.newbyteorder("<")
     return np.ascontiguousarray(dataset[()], dtype=little).reshape(-1)
 

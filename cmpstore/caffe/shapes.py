@@ -43,7 +43,12 @@ SHAPE_PRESERVING = frozenset(
 
 
 def parameter_shapes(net) -> dict[str, list[tuple[int, ...]]]:
-    """Weight and bias shapes of every Convolution, Deconvolution and InnerProduct layer, by name."""
+    """Weight and bias shapes of every Convolution, Deconvolution and InnerProduct layer, by name.
+
+    Raises ModelError naming the layer for what Caffe would refuse on the
+    way (a layer without its input, a stride of 0, an axis out of range, a
+    negative dimension), so that no shape computed here is nonsense.
+    """
     blobs: dict[str, tuple[int, ...]] = {}
     shapes: dict[str, list[tuple[int, ...]]] = {}
     _legacy_inputs(net, blobs)
@@ -60,28 +65,28 @@ def parameter_shapes(net) -> dict[str, list[tuple[int, ...]]]:
             if len(tops) == 1:
                 tops = tops * len(layer.top)
         elif kind in ("Convolution", "Deconvolution", "CmpConvolution"):
-            top, params = _convolution(layer, bottoms[0], deconvolution=kind == "Deconvolution", where=where)
+            bottom = _first(bottoms, kind, where)
+            top, params = _convolution(layer, bottom, deconvolution=kind == "Deconvolution", where=where)
             tops, shapes[layer.name] = [top], params
         elif kind in ("InnerProduct", "CmpInnerProduct"):
-            top, params = _inner_product(layer, bottoms[0])
+            top, params = _inner_product(layer, _first(bottoms, kind, where), where)
             tops, shapes[layer.name] = [top], params
         elif kind == "Pooling":
-            tops = [_pooling(layer, bottoms[0])]
+            tops = [_pooling(layer, _first(bottoms, kind, where), where)]
         elif kind == "Concat":
-            axis = layer.concat_param.axis if layer.concat_param.HasField("axis") else 1
-            axis %= len(bottoms[0])
-            joined = list(bottoms[0])
-            joined[axis] = sum(shape[axis] for shape in bottoms)
-            tops = [tuple(joined)]
+            tops = [_concat(layer, bottoms, where)]
         elif kind == "Flatten":
-            tops = [(bottoms[0][0], math.prod(bottoms[0][1:]))]
+            bottom = _first(bottoms, kind, where)
+            _axis(1, bottom, where)
+            tops = [(bottom[0], math.prod(bottom[1:]))]
         elif kind in SHAPE_PRESERVING:
-            tops = [bottoms[0]] * len(layer.top)
+            tops = [_first(bottoms, kind, where)] * len(layer.top)
         elif kind in ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "Silence"):
             tops = [()] * len(layer.top)
         else:
             raise ModelError(f"cannot infer shapes through a {kind} layer", where=where)
         for name, shape in zip(layer.top, tops, strict=False):
+            _check_dims(shape, f"its output '{name}'", where)
             blobs[name] = shape
     return shapes
 
@@ -93,6 +98,38 @@ def _legacy_inputs(net, blobs) -> None:
     elif net.input_dim:
         for index, name in enumerate(net.input):
             blobs[name] = tuple(net.input_dim[4 * index : 4 * index + 4])
+    for name, shape in blobs.items():
+        _check_dims(shape, f"the net's input '{name}'", None)
+
+
+def _check_dims(shape: tuple[int, ...], what: str, where: str | None) -> None:
+    if any(dim < 0 for dim in shape):
+        raise ModelError(f"{what} has the shape {list(shape)}, with a negative dimension", where=where)
+
+
+def _first(bottoms: list, kind: str, where: str) -> tuple[int, ...]:
+    if not bottoms:
+        raise ModelError(f"a {kind} layer needs an input (bottom), and this one has none", where=where)
+    return bottoms[0]
+
+
+def _axis(axis: int, bottom: tuple[int, ...], where: str) -> int:
+    """``axis`` as an index into ``bottom``, negative ones counting from the end, as Caffe's CanonicalAxisIndex."""
+    if not -len(bottom) <= axis < len(bottom):
+        raise ModelError(f"axis {axis} is out of range for its input of shape {list(bottom)}", where=where)
+    return axis % len(bottom)
+
+
+def _concat(layer, bottoms: list, where: str) -> tuple[int, ...]:
+    first = _first(bottoms, "Concat", where)
+    axis = _axis(layer.concat_param.axis if layer.concat_param.HasField("axis") else 1, first, where)
+    for shape in bottoms[1:]:
+        if len(shape) != len(first) or shape[:axis] + shape[axis + 1 :] != first[:axis] + first[axis + 1 :]:
+            shapes = ", ".join(str(list(shape)) for shape in bottoms)
+            raise ModelError(f"cannot concatenate inputs of shapes {shapes} along axis {axis}", where=where)
+    joined = list(first)
+    joined[axis] = sum(shape[axis] for shape in bottoms)
+    return tuple(joined)
 
 
 def _pair(params, values, height: str, width: str, default: int) -> tuple[int, int]:
@@ -112,7 +149,7 @@ def _convolution(layer, bottom, deconvolution, where):
     kernel = _pair(params, params.kernel_size, "kernel_h", "kernel_w", 0)
     if not all(kernel):
         raise ModelError("convolution without a kernel size", where=where)
-    stride = _pair(params, params.stride, "stride_h", "stride_w", 1)
+    stride = _stride(_pair(params, params.stride, "stride_h", "stride_w", 1), where)
     pad = _pair(params, params.pad, "pad_h", "pad_w", 0)
     dilation = (params.dilation[0],) * 2 if len(params.dilation) == 1 else tuple(params.dilation[:2]) or (1, 1)
     group = params.group or 1
@@ -129,21 +166,23 @@ def _convolution(layer, bottom, deconvolution, where):
     return (bottom[0], params.num_output, *spatial), shapes
 
 
-def _inner_product(layer, bottom):
+def _inner_product(layer, bottom, where):
     params = layer.inner_product_param
-    axis = params.axis % len(bottom)
+    axis = _axis(params.axis, bottom, where)
     inputs = math.prod(bottom[axis:])
     weight = (inputs, params.num_output) if params.transpose else (params.num_output, inputs)
     shapes = [weight] + ([(params.num_output,)] if params.bias_term else [])
     return (*bottom[:axis], params.num_output), shapes
 
 
-def _pooling(layer, bottom):
+def _pooling(layer, bottom, where):
     params = layer.pooling_param
+    if len(bottom) != 4:
+        raise ModelError(f"expects a 4-D input, got {list(bottom)}", where=where)
     if params.global_pooling:
         return (*bottom[:2], 1, 1)
     kernel = _pair(params, [params.kernel_size] if params.kernel_size else [], "kernel_h", "kernel_w", 0)
-    stride = _pair(params, [params.stride], "stride_h", "stride_w", 1)
+    stride = _stride(_pair(params, [params.stride], "stride_h", "stride_w", 1), where)
     pad = _pair(params, [params.pad], "pad_h", "pad_w", 0)
     spatial = []
     for i in range(2):
@@ -153,3 +192,9 @@ def _pooling(layer, bottom):
             size -= 1
         spatial.append(size)
     return (*bottom[:2], *spatial)
+
+
+def _stride(stride: tuple[int, int], where: str) -> tuple[int, int]:
+    if not all(stride):
+        raise ModelError(f"stride {list(stride)}: a stride must be at least 1", where=where)
+    return stride
