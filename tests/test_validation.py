@@ -1,5 +1,6 @@
 """What the library refuses from a user before it works: weights it cannot prune, seeds, payloads, selectors."""
 
+import os
 import re
 import warnings
 
@@ -8,6 +9,7 @@ import pytest
 from common import run_cli
 
 from cmpstore import api
+from cmpstore.caffe._proto import caffe_pb2
 from cmpstore.caffe.model import Model, Payload
 from cmpstore.compression.transform import compress_weights
 from cmpstore.errors import ModelError, UsageError
@@ -115,3 +117,59 @@ def test_cli_refuses_a_negative_seed(tmp_path, command):
     assert code == 2
     where = f"{source}: " if command == "quantize" else ""  # prune and quantize name their input in every error
     assert err == f"cmpstore {command}: error: {where}{SEED} -1\n"
+
+
+# --- HDF5 layer names ------------------------------------------------------------------------------
+
+
+def renamed(names: dict[str, str]) -> Model:
+    """The example LeNet with some layers renamed."""
+    model = build_model(seed=0)
+    net = caffe_pb2.NetParameter.FromString(model.skeleton)
+    for layer in net.layer:
+        layer.name = names.get(layer.name, layer.name)
+    return Model(net.SerializeToString(), model.payloads, model.source_format)
+
+
+HDF5_LAYOUT = "so Caffe's HDF5 layout (data/<layer name>/<blob index>) cannot hold this layer"
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("conv1/7x7_s2", "layer 'conv1/7x7_s2': HDF5 reads '/' in a name as a path into other groups"),
+        ("/evil", "layer '/evil': HDF5 reads '/' in a name as a path into other groups"),
+        (".", "layer '.': '.' names the enclosing group itself in HDF5"),
+        ("", "layer #1 (unnamed): an empty name cannot name an HDF5 group"),
+        ("a\0b", "layer 'a\0b': HDF5 names end at a NUL character"),
+    ],
+)
+def test_layer_names_hdf5_cannot_hold_are_refused_before_writing(tmp_path, name, problem):
+    with pytest.raises(ModelError) as caught:
+        api.save_model(renamed({"conv1": name}), tmp_path / "out.h5")
+    assert str(caught.value) == (
+        f"{tmp_path / 'out.h5'}: {problem}, {HDF5_LAYOUT}; write a binary caffemodel, which keeps any name"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_decode_to_h5_refuses_googlenet_names_in_one_line(tmp_path):
+    api.encode(renamed({"conv1": "conv1/7x7_s2", "conv2": "conv2/3x3"}), tmp_path / "g.cmps")
+    code, out, err = run_cli("decode", tmp_path / "g.cmps", "--format", "h5", "-o", tmp_path / "g.h5")
+    assert code == 2
+    assert err == (
+        f"cmpstore decode: error: {tmp_path / 'g.h5'}: layer 'conv1/7x7_s2': HDF5 reads '/' in a name as a path "
+        f"into other groups, {HDF5_LAYOUT} (and 1 more layers); write a binary caffemodel, which keeps any name\n"
+    )
+    assert not (tmp_path / "g.h5").exists()
+    code, out, err = run_cli("decode", tmp_path / "g.cmps", "-o", tmp_path / "g.caffemodel")
+    assert code == 0, err
+    assert "conv1/7x7_s2" in api.load_weights(tmp_path / "g.caffemodel")
+
+
+def test_names_hdf5_can_hold_round_trip(tmp_path):
+    model = renamed({"conv1": "..", "conv2": " . ", "fc1": "fc 1 (ünï)"})
+    api.save_model(model, tmp_path / "odd.h5")
+    api.save_model(model, tmp_path / "odd.caffemodel")
+    assert api.verify(tmp_path / "odd.caffemodel", tmp_path / "odd.h5") == []
+    assert sorted(api.load_weights(tmp_path / "odd.h5")) == [" . ", "..", "fc 1 (ünï)", "fc2"]

@@ -207,6 +207,42 @@ def _float_values(dataset) -> np.ndarray:
     return np.ascontiguousarray(dataset[()], dtype=little).reshape(-1)
 
 
+def _group_name_problem(name: str) -> str | None:
+    """Why HDF5 cannot store ``name`` as the name of one group, or None if it can."""
+    if not name:
+        return "an empty name cannot name an HDF5 group"
+    if name == ".":
+        return "'.' names the enclosing group itself in HDF5"
+    if "/" in name:
+        return "HDF5 reads '/' in a name as a path into other groups"
+    if "\0" in name:
+        return "HDF5 names end at a NUL character"
+    return None
+
+
+def _check_group_names(layers: list, path: str) -> None:
+    """Refuse layer names that HDF5 would read as paths, or cannot store, before anything is written.
+
+    Why refuse rather than escape them: Caffe keys HDF5 weights by the raw
+    layer name.  Its ``Net::ToHDF5`` aborts on a name such as GoogLeNet's
+    ``conv1/7x7_s2`` (``H5Gcreate2`` finds no group ``conv1``), and its
+    ``CopyTrainedLayersFromHDF5`` matches group names to layer names exactly
+    and skips the others with an INFO log line, so an escaped name would load
+    silently as a layer without weights.
+    """
+    problems = [(layer, _group_name_problem(layer.name)) for layer in layers]
+    problems = [(layer, problem) for layer, problem in problems if problem]
+    if problems:
+        layer, problem = problems[0]
+        more = f" (and {len(problems) - 1} more layers)" if len(problems) > 1 else ""
+        raise ModelError(
+            f"{problem}, so Caffe's HDF5 layout (data/<layer name>/<blob index>) cannot hold this layer{more}; "
+            "write a binary caffemodel, which keeps any name",
+            path=path,
+            where=layer.label if layer.name else f"layer #{layer.index} (unnamed)",
+        )
+
+
 def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW_FILE) -> None:
     """Write the model's weights as Caffe HDF5, atomically.
 
@@ -231,6 +267,7 @@ def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ModelError(f"duplicate layer names {duplicates}: HDF5 weights are keyed by layer name", path=path)
+    _check_group_names(model.layers, path)
     has_diff = any(netproto.blob_diff(blob) for _, _, layer in layers for blob in layer.blobs)
     import h5py
 
