@@ -322,6 +322,8 @@ def weights_by_layer(model: Model, path: str | None = None) -> dict[str, list[np
 def verify(original: str | os.PathLike, other: str | os.PathLike) -> list[str]:
     """Compare every blob of two model files bit for bit; return the differences (empty if none).
 
+    Every value field is compared: a blob's ``data`` and ``double_data`` alike.
+
     Examples
     --------
     >>> import pathlib, tempfile
@@ -332,19 +334,28 @@ def verify(original: str | os.PathLike, other: str | os.PathLike) -> list[str]:
     >>> verify(folder / "lenet.caffemodel", folder / "lenet.cmps")
     []
     """
-    first, second = load_weights(original), load_weights(other)
+    original, other = os.fspath(original), os.fspath(other)
+    first = load_model(original).value_fields_by_layer(original)
+    second = load_model(other).value_fields_by_layer(other)
     problems = []
     for name in sorted(set(first) | set(second)):
         missing_from = other if name not in second else original if name not in first else None
         if missing_from is not None:
-            problems.append(f"layer '{name}' is missing from {os.fspath(missing_from)}")
+            problems.append(f"layer '{name}' is missing from {missing_from}")
         elif len(first[name]) != len(second[name]):
             problems.append(f"layer '{name}': {len(first[name])} blobs against {len(second[name])}")
         else:
             for index, (a, b) in enumerate(zip(first[name], second[name], strict=True)):
-                problem = _blob_difference(a, b)
-                if problem:
-                    problems.append(f"layer '{name}' blob {index}: {problem}")
+                # Every value field is compared: data and double_data alike (a blob may hold both).
+                named = (set(a) | set(b)) != {"data"}
+                for field in sorted(set(a) | set(b)):
+                    where = f"layer '{name}' blob {index}" + (f" {field}" if named else "")
+                    if field not in a or field not in b:
+                        problems.append(f"{where}: no {field} values in {original if field not in a else other}")
+                    else:
+                        problem = _blob_difference(a[field], b[field])
+                        if problem:
+                            problems.append(f"{where}: {problem}")
     return problems
 
 

@@ -178,6 +178,24 @@ def test_mutated_caffemodels(data):
         assert "internal error" not in str(exc)
 
 
+@pytest.mark.parametrize("field, count", [("data", 7), ("double_data", 500)])
+def test_a_skeleton_that_still_holds_values_is_rejected(tmp_path, field, count):
+    """Decoded, such a blob would hold two value fields; Caffe reads one, verify used to compare the other."""
+    sections = sections_of(LENET)
+    net = caffe_pb2.NetParameter.FromString(api.decode_bytes(LENET).skeleton)
+    getattr(net.layer[1].blobs[0], field).extend([0.5] * count)
+    skeleton = net.SerializeToString()
+    sections[0] = (b"NETP", encode_varint(1) + encode_varint(len(skeleton)) + zlib.compress(skeleton))
+    (tmp_path / "values.cmps").write_bytes(framed(sections))
+    number = 5 if field == "data" else 8
+    with pytest.raises(FormatError) as caught:
+        api.decode(tmp_path / "values.cmps", tmp_path / "out.caffemodel")
+    assert str(caught.value) == (
+        f"{tmp_path / 'values.cmps'}: section 0 (NETP at byte 20), layer 'conv1' blob 0: the skeleton still holds "
+        f"{count} {field} values (field {number}); values belong in payloads (a .cmps file's BLOB sections)"
+    )
+
+
 def test_duplicate_layer_names(tmp_path):
     net = caffe_pb2.NetParameter.FromString(lenet_like_bytes())
     net.layer[3].name = "conv1"

@@ -173,3 +173,39 @@ def test_names_hdf5_can_hold_round_trip(tmp_path):
     api.save_model(model, tmp_path / "odd.caffemodel")
     assert api.verify(tmp_path / "odd.caffemodel", tmp_path / "odd.h5") == []
     assert sorted(api.load_weights(tmp_path / "odd.h5")) == [" . ", "..", "fc 1 (ünï)", "fc2"]
+
+
+# --- verify compares every value field -------------------------------------------------------------
+
+
+def caffemodel_with(tmp_path, name: str, data: list[float] | None, double_data: list[float] | None):
+    net = caffe_pb2.NetParameter()
+    blob = net.layer.add(name="ip", type="InnerProduct").blobs.add()
+    blob.shape.dim.append(4)
+    if data is not None:
+        blob.data.extend(data)
+    if double_data is not None:
+        blob.double_data.extend(double_data)
+    (tmp_path / name).write_bytes(net.SerializeToString())
+    return tmp_path / name
+
+
+def test_verify_compares_data_even_where_double_data_is_present(tmp_path):
+    a = caffemodel_with(tmp_path, "a.caffemodel", [1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5])
+    b = caffemodel_with(tmp_path, "b.caffemodel", [1, 2, 3, 5], [0.5, 0.5, 0.5, 0.5])
+    assert api.verify(a, b) == ["layer 'ip' blob 0 data: 1 of 4 values differ"]
+    assert api.verify(a, a) == []
+
+
+def test_verify_reports_a_value_field_only_one_file_has(tmp_path):
+    a = caffemodel_with(tmp_path, "a.caffemodel", [1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5])
+    b = caffemodel_with(tmp_path, "b.caffemodel", [1, 2, 3, 4], None)
+    assert api.verify(a, b) == [f"layer 'ip' blob 0 double_data: no double_data values in {b}"]
+    c = caffemodel_with(tmp_path, "c.caffemodel", None, [0.5, 0.5, 0.5, 0.5])
+    assert api.verify(c, a) == [f"layer 'ip' blob 0 data: no data values in {c}"]
+
+
+def test_verify_keeps_its_message_for_plain_float_blobs(tmp_path):
+    a = caffemodel_with(tmp_path, "a.caffemodel", [1, 2, 3, 4], None)
+    b = caffemodel_with(tmp_path, "b.caffemodel", [1, 0, 3, 0], None)
+    assert api.verify(a, b) == ["layer 'ip' blob 0: 2 of 4 values differ"]

@@ -19,6 +19,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..errors import ModelError
+
 #: NetParameter fields that hold layers, and the BlobProto list field inside each.
 LAYER_FIELD = 100  # NetParameter.layer (LayerParameter)
 LEGACY_LAYER_FIELD = 2  # NetParameter.layers (V1LayerParameter)
@@ -32,6 +34,7 @@ RAW_DATA_FIELD = 12
 RAW_DATA_TYPE_FIELD = 10
 RAW_DATA_TYPE_FLOAT16 = 2
 PAYLOAD_DTYPE = {DATA_FIELD: np.dtype("<f4"), DOUBLE_DATA_FIELD: np.dtype("<f8"), RAW_DATA_FIELD: np.dtype("<f2")}
+VALUE_FIELD_NAMES = {DATA_FIELD: "data", DOUBLE_DATA_FIELD: "double_data", RAW_DATA_FIELD: "raw_data"}
 
 
 class SourceFormat(IntEnum):
@@ -117,7 +120,6 @@ class Model:
 
         Raises ModelError naming ``path`` (and the layer and blob where one is over).
         """
-        from ..errors import ModelError
         from .netproto import check_sizes
 
         try:
@@ -131,17 +133,9 @@ class Model:
         A blob with both ``double_data`` and ``data`` gives its ``double_data``, as Caffe reads it;
         a FLOAT16 blob gives its ``raw_data`` as float16 values, unconverted (see :func:`blob_values`).
         """
-        from ..errors import ModelError
-
         values = self.payload_map()
         weights: dict[str, list[np.ndarray]] = {}
-        for info in self.check_shapes(path):
-            if not info.blob_shapes:
-                continue
-            if info.name in weights:
-                raise ModelError(
-                    "duplicate layer name: weights by name would be ambiguous", path=path, where=info.label
-                )
+        for info in self._named_layers(path):
             blobs = []
             for blob_index, shape in enumerate(info.blob_shapes):
                 array = blob_values(values, info.layer_field, info.index, blob_index)
@@ -149,6 +143,42 @@ class Model:
                 blobs.append(array.reshape(shape) if array.size else array)
             weights[info.name] = blobs
         return weights
+
+    def value_fields_by_layer(self, path: str | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Every value field of every blob by layer name: ``{"conv1": [{"data": array}, {"data": array}]}``.
+
+        Unlike :meth:`weights_by_layer` nothing is left out: a blob with both
+        ``data`` and ``double_data`` gives both, each shaped; one with neither
+        gives ``{}``.  Layers without blobs are left out.
+        """
+        values = self.payload_map()
+        fields: dict[str, list[dict[str, np.ndarray]]] = {}
+        for info in self._named_layers(path):
+            blobs = []
+            for blob_index, shape in enumerate(info.blob_shapes):
+                found = {}
+                for number, name in VALUE_FIELD_NAMES.items():
+                    array = values.get(BlobAddress(info.layer_field, info.index, blob_index, number))
+                    if array is not None:
+                        found[name] = array.reshape(shape) if array.size else array
+                blobs.append(found)
+            fields[info.name] = blobs
+        return fields
+
+    def _named_layers(self, path: str | None) -> list:
+        """The layers that have blobs, checked, each name once (else ModelError naming ``path``)."""
+        named = []
+        seen = set()
+        for info in self.check_shapes(path):
+            if not info.blob_shapes:
+                continue
+            if info.name in seen:
+                raise ModelError(
+                    "duplicate layer name: weights by name would be ambiguous", path=path, where=info.label
+                )
+            seen.add(info.name)
+            named.append(info)
+        return named
 
 
 def blob_values(values: dict[BlobAddress, np.ndarray], layer_field: int, layer_index: int, blob_index: int):

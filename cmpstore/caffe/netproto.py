@@ -24,7 +24,16 @@ from .. import limits
 from ..errors import CmpstoreError, ModelError
 from . import wire
 from ._proto import caffe_pb2
-from .model import BLOBS_FIELD, LAYER_FIELD, LEGACY_LAYER_FIELD, PAYLOAD_DTYPE, RAW_DATA_FIELD, BlobAddress
+from .model import (
+    BLOBS_FIELD,
+    DATA_FIELD,
+    DOUBLE_DATA_FIELD,
+    LAYER_FIELD,
+    LEGACY_LAYER_FIELD,
+    PAYLOAD_DTYPE,
+    RAW_DATA_FIELD,
+    BlobAddress,
+)
 
 NetParameter = caffe_pb2.NetParameter
 SolverParameter = caffe_pb2.SolverParameter
@@ -326,6 +335,30 @@ def _layer_info(layer_field: int, index: int, layer, type_name: str) -> LayerInf
     shapes = tuple(blob_shape(blob) for blob in layer.blobs)
     float16 = frozenset(i for i, blob in enumerate(layer.blobs) if blob.raw_data_type == caffe_pb2.FLOAT16)
     return LayerInfo(layer_field, index, layer.name, type_name, shapes, float16)
+
+
+def check_weightless(net: NetParameter, error: type[CmpstoreError] = ModelError) -> None:
+    """Raise ``error`` naming the layer and blob if a BlobProto of ``net`` still holds values.
+
+    A skeleton's values belong in the payloads (a ``.cmps`` file's BLOB
+    sections): values left in it would be decoded beside them, into a blob
+    with two value fields of which Caffe reads one.
+    """
+    for layers in (net.layer, net.layers):
+        for index, layer in enumerate(layers):
+            for blob_index, blob in enumerate(layer.blobs):
+                fields = [("data", DATA_FIELD), ("double_data", DOUBLE_DATA_FIELD)]
+                if blob.raw_data_type == caffe_pb2.FLOAT16:  # taken out as values too (cmpstore.caffe.caffemodel)
+                    fields.append(("raw_data", RAW_DATA_FIELD))
+                for name, number in fields:
+                    if len(getattr(blob, name)):
+                        label = f"layer '{layer.name}'" if layer.name else f"layer #{index}"
+                        raise error(
+                            f"the skeleton still holds {len(getattr(blob, name)):,} {name} values or bytes "
+                            f"(field {number}); "
+                            "values belong in payloads (a .cmps file's BLOB sections)",
+                            where=f"{label} blob {blob_index}",
+                        )
 
 
 def layers_by_address(infos: list[LayerInfo]) -> dict[tuple[int, int], LayerInfo]:

@@ -79,6 +79,10 @@ class CmpsFile:
             raise FormatError(f"{label}: {exc.problem}") from None
         if conflicts and self.version < OPAQUE_FIELDS_VERSION:
             raise FormatError(f"{label}: {conflicts[0]}, which needs a later format version than {self.version}")
+        try:
+            netproto.check_weightless(self.net, FormatError)
+        except FormatError as exc:
+            raise FormatError(exc.problem, where=f"{label}, {exc.where}") from None
         self.layers = netproto.layer_infos(self.net)
         #: Bytes of the header and the NETP section: what a report counts as structure.
         self.header_and_net_bytes = container.HEADER_SIZE + net_section.size_on_disk
