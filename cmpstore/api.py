@@ -70,7 +70,7 @@ def save_model(
     existing output is replaced only with ``force``, and never one of
     ``inputs``, the files the model was made from (see :mod:`cmpstore.atomic`).
     """
-    formats.for_output(output, format).write(model, os.fspath(output), Placement.of(force, inputs))
+    formats.for_output(output, format).write(_checked(model), os.fspath(output), Placement.of(force, inputs))
 
 
 def check_shapes(model: Model, path: str | None = None) -> list:
@@ -129,8 +129,7 @@ def encode(
     placement = Placement.of(force, [path])
     if output is not None:
         check_output(output, placement)
-    model = source if isinstance(source, Model) else load_model(source)
-    model.check_shapes(path)
+    model = _checked(source) if isinstance(source, Model) else load_model(source)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
     encoded = encode_model(model, policy, progress, coder)
     if output is not None:
@@ -469,6 +468,14 @@ def _open(path: str | formats.Source, max_output_bytes: int | None = None) -> Cm
     with reading(source.path):
         data = source.data if source.data is not None else source.path
         return open_cmps(data, source.path, max_output_bytes=max_output_bytes)
+
+
+def _checked(model: Model) -> Model:
+    """A Model from the caller, checked (:meth:`Model.check`: UsageError naming the layer and blob)."""
+    if not isinstance(model, Model):
+        raise UsageError(f"expected a cmpstore Model, got {type(model).__name__}")
+    model.check()
+    return model
 
 
 def _deployed(model: Model, path: str) -> Model:

@@ -10,7 +10,7 @@ from common import run_cli
 
 from cmpstore import api
 from cmpstore.caffe._proto import caffe_pb2
-from cmpstore.caffe.model import Model, Payload
+from cmpstore.caffe.model import BlobAddress, Model, Payload
 from cmpstore.compression.transform import compress_weights
 from cmpstore.errors import ModelError, UsageError
 from cmpstore.finetune import finetune
@@ -209,3 +209,127 @@ def test_verify_keeps_its_message_for_plain_float_blobs(tmp_path):
     a = caffemodel_with(tmp_path, "a.caffemodel", [1, 2, 3, 4], None)
     b = caffemodel_with(tmp_path, "b.caffemodel", [1, 0, 3, 0], None)
     assert api.verify(a, b) == ["layer 'ip' blob 0: 2 of 4 values differ"]
+
+
+# --- payloads a caller builds --------------------------------------------------------------------
+
+
+def with_payload(change) -> Model:
+    """The example LeNet with conv1's weight payload (the first) replaced by ``change(payload)``."""
+    model = build_model(seed=0)
+    first, *rest = model.payloads
+    return Model(model.skeleton, [change(first), *rest], model.source_format)
+
+
+BAD_PAYLOADS = {
+    "int32": (
+        lambda p: Payload(p.address, p.values.view("<i4")),
+        "layer 'conv1' blob 0: values are int32 (<i4); data (field 5) holds <f4",
+    ),
+    "float64 as data": (
+        lambda p: Payload(p.address, p.values.astype("<f8")),
+        "layer 'conv1' blob 0: values are float64 (<f8); data (field 5) holds <f4",
+    ),
+    "big-endian": (
+        lambda p: Payload(p.address, p.values.astype(">f4")),
+        "layer 'conv1' blob 0: values are big-endian float32 (>f4); data (field 5) holds <f4",
+    ),
+    "float32 as double_data": (
+        lambda p: Payload(BlobAddress(100, 1, 0, 8), p.values),
+        "layer 'conv1' blob 0: values are float32 (<f4); double_data (field 8) holds <f8",
+    ),
+    "2-D": (
+        lambda p: Payload(p.address, p.values.reshape(20, 25)),
+        "layer 'conv1' blob 0: values have the shape (20, 25); a payload is 1-D (values.reshape(-1))",
+    ),
+    "strided": (
+        lambda p: Payload(p.address, np.repeat(p.values, 2)[::2]),
+        "layer 'conv1' blob 0: values are not contiguous in memory (use np.ascontiguousarray)",
+    ),
+    "a list": (
+        lambda p: Payload(p.address, p.values.tolist()),
+        "layer 'conv1' blob 0: values must be a numpy array, got list",
+    ),
+    "no such layer": (
+        lambda p: Payload(BlobAddress(100, 99, 0, 5), p.values),
+        "a payload names layer 99 of field 100 (layer), which the net does not have",
+    ),
+    "no such layer field": (
+        lambda p: Payload(BlobAddress(3, 1, 0, 5), p.values),
+        "a payload names layer field 3; use 100 (layer) or 2 (layers)",
+    ),
+    "no such blob": (
+        lambda p: Payload(BlobAddress(100, 1, 5, 5), p.values),
+        "layer 'conv1': a payload names blob 5, but the layer has 2 blobs",
+    ),
+    "no such value field": (
+        lambda p: Payload(BlobAddress(100, 1, 0, 6), p.values),
+        "layer 'conv1' blob 0: value field 6 is neither 5 (data) nor 8 (double_data)",
+    ),
+    "short": (
+        lambda p: Payload(p.address, p.values[:499].copy()),
+        "layer 'conv1' blob 0: blob holds 499 values but its shape [20, 1, 5, 5] needs 500",
+    ),
+    "not a Payload": (lambda p: (p.address, p.values), "a payload must be a Payload with a BlobAddress, got (Blob"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PAYLOADS, ids=list(BAD_PAYLOADS))
+@pytest.mark.parametrize("entry", ["encode", "save_model", "compress_weights", "compress"])
+def test_bad_payloads_are_usage_errors_at_every_entry(tmp_path, case, entry):
+    change, message = BAD_PAYLOADS[case]
+    model = with_payload(change)
+    calls = {
+        "encode": lambda: api.encode(model, tmp_path / "out.cmps"),
+        "save_model": lambda: api.save_model(model, tmp_path / "out.caffemodel"),
+        "compress_weights": lambda: compress_weights(model, {"fc": 0.5}),
+        "compress": lambda: api.compress(model, tmp_path / "out.cmps", ratios={"fc": 0.5}),
+    }
+    with pytest.raises(UsageError) as caught:
+        calls[entry]()
+    assert str(caught.value).startswith(message)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_same_values_twice_are_refused():
+    model = build_model(seed=0)
+    twice = Model(model.skeleton, [model.payloads[0], *model.payloads], model.source_format)
+    with pytest.raises(UsageError, match="^layer 'conv1' blob 0: two payloads for its data$"):
+        api.encode(twice)
+
+
+def test_values_left_in_the_skeleton_are_refused():
+    model = build_model(seed=0)
+    net = caffe_pb2.NetParameter.FromString(model.skeleton)
+    net.layer[2].blobs[1].double_data.extend([1.0] * 50)
+    with pytest.raises(UsageError) as caught:
+        api.encode(Model(net.SerializeToString(), model.payloads))
+    assert str(caught.value) == (
+        "layer 'conv2' blob 1: the skeleton still holds 50 double_data values (field 8); "
+        "values belong in payloads (a .cmps file's BLOB sections)"
+    )
+
+
+def test_big_endian_weights_are_never_written_byte_swapped(tmp_path):
+    """save_model used to write the big-endian bytes as they were: every weight byte-swapped."""
+    model = with_payload(lambda p: Payload(p.address, p.values.astype(">f4")))
+    with pytest.raises(UsageError):
+        api.save_model(model, tmp_path / "swapped.caffemodel")
+    fixed = with_payload(lambda p: Payload(p.address, p.values.astype(">f4").astype("<f4")))
+    api.save_model(fixed, tmp_path / "fixed.caffemodel")
+    assert api.load_weights(tmp_path / "fixed.caffemodel")["conv1"][0].reshape(-1).tolist() == (
+        build_model(seed=0).payloads[0].values.tolist()
+    )
+
+
+def test_a_model_that_is_not_a_model():
+    with pytest.raises(UsageError, match="^expected a cmpstore Model, got str$"):
+        compress_weights("lenet.caffemodel", {"fc": 0.5})
+    with pytest.raises(UsageError, match="^expected a cmpstore Model, got dict$"):
+        api.save_model({}, "out.caffemodel")
+
+
+def test_weights_by_layer_names_a_bad_address_instead_of_a_key_error():
+    model = with_payload(lambda p: Payload(BlobAddress(100, 99, 0, 5), p.values))
+    with pytest.raises(ModelError, match="a payload names layer 99 of field 100"):
+        api.weights_by_layer(model)

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import CmpstoreError, ModelError, UsageError
 
 #: NetParameter fields that hold layers, and the BlobProto list field inside each.
 LAYER_FIELD = 100  # NetParameter.layer (LayerParameter)
@@ -96,24 +96,88 @@ class Model:
     def payload_map(self) -> dict[BlobAddress, np.ndarray]:
         return {payload.address: payload.values for payload in self.payloads}
 
+    def check(self, path: str | None = None, error: type[CmpstoreError] = UsageError) -> list:
+        """Check that this is a model cmpstore can store; return its layers.
+
+        What a caller who builds a Model can get wrong raises ``error``
+        naming ``path``, the layer and the blob: a payload whose address
+        names no blob of the net (or one named twice), values that are not a
+        contiguous 1-D numpy array of exactly the value field's dtype
+        (little-endian float32 for ``data``, float64 for ``double_data``), a
+        count that does not fill the blob's shape, values left in the
+        skeleton.  A model beyond the format's limits raises ModelError
+        (:meth:`check_sizes`).  Readers give only models that pass; every
+        public function that takes a Model from a user checks it first.
+
+        Examples
+        --------
+        >>> from cmpstore.synthetic import build_model
+        >>> model = build_model()
+        >>> bad = Model(model.skeleton, [Payload(model.payloads[0].address, model.payloads[0].values.astype(">f4"))])
+        >>> bad.check()
+        Traceback (most recent call last):
+        ...
+        cmpstore.errors.UsageError: layer 'conv1' blob 0: values are big-endian float32 (>f4); data (field 5) holds <f4
+        """
+        from .netproto import check_value_count, check_weightless
+
+        try:
+            seen: set[BlobAddress] = set()
+            for payload in self.payloads:
+                layer, where = self._payload_blob(payload, error)
+                if payload.address in seen:
+                    raise error(f"two payloads for its {VALUE_FIELD_NAMES[payload.address.value_field]}", where=where)
+                seen.add(payload.address)
+                _check_values(payload, error, where)
+                check_value_count(layer, payload.address.blob_index, payload.values.size, error)
+            check_weightless(self.net, error)
+        except CmpstoreError as exc:
+            raise exc.located(path=path) from None
+        self.check_sizes(path)
+        return self.layers
+
     def check_shapes(self, path: str | None = None) -> list:
         """Check that every payload's length matches its blob's shape, and that float16 values
         belong to FLOAT16 blobs; return the layers.
 
-        Raises ModelError naming ``path``, the layer and the blob otherwise.
+        Raises ModelError naming ``path``, the layer and the blob otherwise
+        (also for a payload whose address names no blob of the net).
         """
         from ..errors import ModelError
         from .netproto import check_value_count, check_value_field
 
         try:
             for payload in self.payloads:
-                address = payload.address
-                layer = self.layer_at[(address.layer_field, address.layer_index)]
-                check_value_count(layer, address.blob_index, payload.values.size)
-                check_value_field(layer, address.blob_index, address.value_field)
+                layer, _ = self._payload_blob(payload, ModelError)
+                check_value_count(layer, payload.address.blob_index, payload.values.size)
+                check_value_field(layer, payload.address.blob_index, payload.address.value_field)
         except ModelError as exc:
             raise exc.located(path=path) from None
         return self.layers
+
+    def _payload_blob(self, payload: Payload, error: type[CmpstoreError]) -> tuple:
+        """The layer a payload's address names, and how errors name its blob; ``error`` if it names none."""
+        if not isinstance(payload, Payload) or not isinstance(payload.address, BlobAddress):
+            raise error(f"a payload must be a Payload with a BlobAddress, got {payload!r:.100}")
+        address = payload.address
+        layer = self.layer_at.get((address.layer_field, address.layer_index))
+        if layer is None:
+            raise error(
+                f"a payload names layer {address.layer_index} of field {address.layer_field} "
+                f"({'layer' if address.layer_field == LAYER_FIELD else 'layers'}), which the net does not have"
+                if address.layer_field in BLOBS_FIELD
+                else f"a payload names layer field {address.layer_field}; use {LAYER_FIELD} (layer) or "
+                f"{LEGACY_LAYER_FIELD} (layers)"
+            )
+        if not 0 <= address.blob_index < len(layer.blob_shapes):
+            raise error(
+                f"a payload names blob {address.blob_index}, but the layer has {len(layer.blob_shapes)} blobs",
+                where=layer.label,
+            )
+        where = f"{layer.label} blob {address.blob_index}"
+        if address.value_field not in PAYLOAD_DTYPE:
+            raise error(f"value field {address.value_field} is neither 5 (data) nor 8 (double_data)", where=where)
+        return layer, where
 
     def check_sizes(self, path: str | None = None) -> int:
         """Check every blob and the whole model against the limits (:mod:`cmpstore.limits`); return its decoded size.
@@ -179,6 +243,26 @@ class Model:
             seen.add(info.name)
             named.append(info)
         return named
+
+
+def _check_values(payload: Payload, error: type[CmpstoreError], where: str) -> None:
+    """A payload's values must be what the writers write as they are: contiguous, 1-D, of the field's dtype."""
+    values = payload.values
+    if not isinstance(values, np.ndarray):
+        raise error(f"values must be a numpy array, got {type(values).__name__}", where=where)
+    value_field = payload.address.value_field
+    expected = PAYLOAD_DTYPE[value_field]
+    if values.dtype != expected:
+        order = "big-endian " if values.dtype.byteorder == ">" else ""
+        raise error(
+            f"values are {order}{values.dtype.name} ({values.dtype.str}); "
+            f"{VALUE_FIELD_NAMES[value_field]} (field {value_field}) holds {expected.str}",
+            where=where,
+        )
+    if values.ndim != 1:
+        raise error(f"values have the shape {values.shape}; a payload is 1-D (values.reshape(-1))", where=where)
+    if not values.flags.c_contiguous:
+        raise error("values are not contiguous in memory (use np.ascontiguousarray)", where=where)
 
 
 def blob_values(values: dict[BlobAddress, np.ndarray], layer_field: int, layer_index: int, blob_index: int):

@@ -32,8 +32,7 @@ def encode_model(
     Raises ModelError, before anything is coded, for a model that the reader
     would reject as beyond the format's limits (:mod:`cmpstore.limits`).
     """
-    model.check_shapes()
-    model.check_sizes()
+    model.check(error=ModelError)
     sections = [_section(container.NET, net_payload(model), "the net")]
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]

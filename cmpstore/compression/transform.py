@@ -70,6 +70,9 @@ def compress_weights(
     outcomes : list of LayerOutcome
         One per layer touched.
     """
+    if not isinstance(model, Model):
+        raise UsageError(f"expected a cmpstore Model, got {type(model).__name__}")
+    model.check()
     ratios = settings.checked(ratios, settings.checked_ratio, "--ratios")
     clusters = settings.checked(clusters, settings.checked_clusters, "--clusters")
     seed = settings.checked_seed(seed, "--seed")
