@@ -11,6 +11,7 @@ from common import run_cli
 from cmpstore import api
 from cmpstore.caffe._proto import caffe_pb2
 from cmpstore.caffe.model import BlobAddress, Model, Payload
+from cmpstore.compression import selectors
 from cmpstore.compression.transform import compress_weights
 from cmpstore.errors import ModelError, UsageError
 from cmpstore.finetune import finetune
@@ -333,3 +334,51 @@ def test_weights_by_layer_names_a_bad_address_instead_of_a_key_error():
     model = with_payload(lambda p: Payload(BlobAddress(100, 99, 0, 5), p.values))
     with pytest.raises(ModelError, match="a payload names layer 99 of field 100"):
         api.weights_by_layer(model)
+
+
+# --- layer selectors ------------------------------------------------------------------------------
+
+
+def with_pool1() -> Model:
+    """The example LeNet plus a Pooling layer 'pool1' (no weights), appended so no payload moves."""
+    model = build_model(seed=0)
+    net = caffe_pb2.NetParameter.FromString(model.skeleton)
+    net.layer.add(name="pool1", type="Pooling", bottom=["conv1"], top=["pool1"])
+    return Model(net.SerializeToString(), model.payloads, model.source_format)
+
+
+@pytest.mark.parametrize("option, setting", [("--ratios", {"pool1": 0.5}), ("--clusters", {"pool1": 8})])
+def test_a_setting_for_a_layer_without_weights_is_refused(option, setting):
+    ratios, clusters = (setting, None) if option == "--ratios" else (None, setting)
+    with pytest.raises(UsageError) as caught:
+        compress_weights(with_pool1(), ratios, clusters)
+    assert str(caught.value) == (
+        f"{option} names layer 'pool1', a Pooling layer: {option} applies only to the weights of convolution and "
+        "inner-product layers"
+    )
+
+
+def test_index_bits_for_a_layer_without_weights_is_refused():
+    with pytest.raises(UsageError, match="^--index-bits names layer 'pool1', a Pooling layer: --index-bits applies"):
+        api.encode(with_pool1(), index_bits={"pool1": 8})
+
+
+def test_cli_refuses_a_layer_without_weights_and_a_selector_given_twice(tmp_path):
+    source = tmp_path / "pool.caffemodel"
+    api.save_model(with_pool1(), source)
+    code, out, err = run_cli("prune", source, "--ratios", "pool1=0.5", "-o", tmp_path / "out.caffemodel")
+    assert code == 2
+    assert err == (
+        f"cmpstore prune: error: {source}: --ratios names layer 'pool1', a Pooling layer: --ratios applies only to "
+        "the weights of convolution and inner-product layers\n"
+    )
+    code, out, err = run_cli("compress", source, "--ratios", "fc=0.5,fc=0.7", "-o", tmp_path / "out.cmps")
+    assert code == 2
+    assert err == "cmpstore compress: error: --ratios: fc is given twice (fc=0.5 and fc=0.7)\n"
+    assert os.listdir(tmp_path) == ["pool.caffemodel"]
+
+
+def test_a_selector_given_twice_is_refused_by_the_parser():
+    with pytest.raises(UsageError, match=r"^--index-bits: conv1 is given twice \(conv1=8 and conv1=8\)$"):
+        selectors.parse("conv1=8, fc=5, conv1=8", int, "--index-bits")
+    assert selectors.parse("conv=8,conv1=6", int, "--index-bits") == {"conv": 8, "conv1": 6}

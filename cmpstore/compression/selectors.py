@@ -26,10 +26,14 @@ def parse(text: str, convert: Callable[[str], Value], option: str) -> dict[str, 
     {'conv': 8, 'fc': 5}
     """
     values: dict[str, Value] = {}
+    given: dict[str, str] = {}
     for item in text.split(","):
         name, sep, raw = (part.strip() for part in item.partition("="))
         if not sep or not name or not raw:
             raise UsageError(f"{option}: expected NAME=VALUE pairs such as conv=8,fc=5, got {item.strip()!r}")
+        if name in given:  # the last one would silently win
+            raise UsageError(f"{option}: {name} is given twice ({name}={given[name]} and {name}={raw})")
+        given[name] = raw
         try:
             values[name] = convert(raw)
         except ValueError:
@@ -38,11 +42,23 @@ def parse(text: str, convert: Callable[[str], Value], option: str) -> dict[str, 
 
 
 def check_names(settings: Mapping[str, object], layers: list[LayerInfo], option: str) -> None:
-    """Every key must be a shorthand or the name of a layer of the net."""
-    names = {layer.name for layer in layers}
+    """Every key must be a shorthand or the name of a convolution or inner-product layer of the net.
+
+    Settings apply only to those layers' weights, so a name of any other
+    layer (a Pooling layer, a BatchNorm) would be silently ignored.
+    """
+    by_name = {layer.name: layer for layer in layers}
     for key in settings:
-        if key not in SHORTHANDS and key not in names:
+        if key in SHORTHANDS:
+            continue
+        layer = by_name.get(key)
+        if layer is None:
             raise UsageError(f"{option} names layer '{key}', which the net does not have")
+        if not layer.kind:
+            raise UsageError(
+                f"{option} names layer '{key}', a {layer.type or 'typeless'} layer: {option} applies only to the "
+                "weights of convolution and inner-product layers"
+            )
 
 
 def setting_for(settings: Mapping[str, Value], layer: LayerInfo) -> Value | None:
