@@ -119,7 +119,7 @@ class Model:
         ...
         cmpstore.errors.UsageError: layer 'conv1' blob 0: values are big-endian float32 (>f4); data (field 5) holds <f4
         """
-        from .netproto import check_value_count, check_weightless
+        from .netproto import check_value_count, check_value_field, check_weightless
 
         try:
             seen: set[BlobAddress] = set()
@@ -130,6 +130,8 @@ class Model:
                 seen.add(payload.address)
                 _check_values(payload, error, where)
                 check_value_count(layer, payload.address.blob_index, payload.values.size, error)
+                # What the skeleton says of the blob, not a caller's mistake: a model error.
+                check_value_field(layer, payload.address.blob_index, payload.address.value_field)
             check_weightless(self.net, error)
         except CmpstoreError as exc:
             raise exc.located(path=path) from None

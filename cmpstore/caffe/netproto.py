@@ -354,8 +354,8 @@ def check_weightless(net: NetParameter, error: type[CmpstoreError] = ModelError)
                     if len(getattr(blob, name)):
                         label = f"layer '{layer.name}'" if layer.name else f"layer #{index}"
                         raise error(
-                            f"the skeleton still holds {len(getattr(blob, name)):,} {name} values or bytes "
-                            f"(field {number}); "
+                            f"the skeleton still holds {len(getattr(blob, name)):,} {name} "
+                            f"{'bytes' if number == RAW_DATA_FIELD else 'values'} (field {number}); "
                             "values belong in payloads (a .cmps file's BLOB sections)",
                             where=f"{label} blob {blob_index}",
                         )
