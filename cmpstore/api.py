@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from numbers import Integral
 
 import numpy as np
 
@@ -85,6 +86,7 @@ def encode(
     index_bits: Mapping[str, int] | None = None,
     progress: Progress = silent,
     coder: str = "huffman",
+    max_version: int | None = None,
     force: bool = False,
 ) -> bytes:
     """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
@@ -106,6 +108,12 @@ def encode(
         Entropy coder of the sparse streams: canonical Huffman (the paper's)
         or range ANS, which comes within a fraction of a percent of the
         streams' entropy.  Recorded per blob; decoding needs no option.
+    max_version : int, optional
+        The latest ``.cmps`` format version to write (docs/FORMAT.md,
+        "Versioning"), for readers that know no later one: version 3 adds
+        the shuffled-rANS codec for dense floats, so ``max_version=2`` codes
+        them with shuffled deflate instead.  A model that needs a later
+        version (float16 blobs need 2) is an error.  By default, the latest.
     force : bool
         Replace an existing ``output`` (never the input).
 
@@ -125,13 +133,17 @@ def encode(
     """
     if coder not in SPARSE_CODERS:
         raise UsageError(f"unknown coder {coder!r}; use {' or '.join(SPARSE_CODERS)}")
+    max_version = _format_version(max_version)
     path = None if isinstance(source, Model) else os.fspath(source)
     placement = Placement.of(force, [path])
     if output is not None:
         check_output(output, placement)
     model = _checked(source) if isinstance(source, Model) else load_model(source)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
-    encoded = encode_model(model, policy, progress, coder)
+    try:
+        encoded = encode_model(model, policy, progress, coder, max_version)
+    except ModelError as exc:
+        raise exc.located(path=path) from None
     if output is not None:
         write_chunks(output, [encoded], placement)
     return encoded
@@ -222,6 +234,7 @@ def compress(
     empty: str = "drop",
     index_bits: Mapping[str, int] | None = None,
     coder: str = "huffman",
+    max_version: int | None = None,
     progress: Progress = silent,
     force: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
@@ -230,7 +243,7 @@ def compress(
 
     ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
     :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``,
-    ``coder`` and ``force`` those of :func:`encode`.  ``inputs`` names other
+    ``coder``, ``max_version`` and ``force`` those of :func:`encode`.  ``inputs`` names other
     files the settings came from (a prototxt), which ``output`` must never be.
 
     Returns
@@ -259,7 +272,7 @@ def compress(
         compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
     except ModelError as exc:
         raise exc.located(path=path) from None
-    encoded = encode(compressed, None, index_bits=index_bits, coder=coder)
+    encoded = encode(compressed, None, index_bits=index_bits, coder=coder, max_version=max_version)
     if output is not None:
         write_chunks(output, [encoded], placement)
     return encoded, outcomes
@@ -468,6 +481,15 @@ def _open(path: str | formats.Source, max_output_bytes: int | None = None) -> Cm
     with reading(source.path):
         data = source.data if source.data is not None else source.path
         return open_cmps(data, source.path, max_output_bytes=max_output_bytes)
+
+
+def _format_version(version) -> int:
+    """A caller's ``max_version``, checked; None means the latest."""
+    if version is None:
+        return container.VERSIONS[-1]
+    if isinstance(version, bool) or not isinstance(version, Integral) or version not in container.VERSIONS:
+        raise UsageError(f"unknown format version {version!r}; use {', '.join(map(str, container.VERSIONS))}")
+    return int(version)
 
 
 def _checked(model: Model) -> Model:

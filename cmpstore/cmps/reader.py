@@ -27,7 +27,7 @@ from ..errors import FormatError, ModelError
 from ..progress import silent
 from ..streams.varint import Reader
 from . import container
-from .sections import OPAQUE_FIELDS_VERSION, VALUE_FIELDS, read_blob_address, read_codec_and_count, read_net
+from .sections import OPAQUE_FIELDS_VERSION, VALUE_FIELD_VERSIONS, read_blob_address, read_codec_and_count, read_net
 
 #: Values per window when a blob is decoded only to check it: bounded memory for any blob.
 CHECK_WINDOW = 1 << 20
@@ -112,7 +112,7 @@ class CmpsFile:
             if previous is not None and address <= previous:
                 raise FormatError(f"{label}: blob sections out of order or repeated")
             previous = address
-            if address.value_field not in VALUE_FIELDS[self.version]:
+            if VALUE_FIELD_VERSIONS[address.value_field] > self.version:
                 raise FormatError(
                     f"{label}: value field {address.value_field} needs a later format version than {self.version}"
                 )
@@ -122,6 +122,12 @@ class CmpsFile:
                 codec = codec_for_id(codec_id)
             except FormatError as exc:
                 raise exc.located(where=where) from None
+            if codec.format_version > self.version:
+                raise FormatError(
+                    f"codec {codec_id} ({codec.name}) needs format version {codec.format_version}, "
+                    f"but the file is version {self.version}",
+                    where=where,
+                )
             try:
                 netproto.check_value_count(layer, address.blob_index, count, FormatError)
                 netproto.check_value_field(layer, address.blob_index, address.value_field, FormatError)

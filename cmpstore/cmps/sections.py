@@ -29,20 +29,24 @@ from ..streams.varint import Reader, encode_varint
 
 #: Largest codec id a BLOB head may carry (the ids in use are listed in cmpstore.codecs).
 MAX_CODEC_ID = 255
-#: The BLOB value fields of each format version: version 2 adds float16 raw_data.
-VALUE_FIELDS = {1: (DATA_FIELD, DOUBLE_DATA_FIELD), 2: (DATA_FIELD, DOUBLE_DATA_FIELD, RAW_DATA_FIELD)}
+#: The first format version in which each BLOB value field may appear: version 2 adds float16 raw_data.
+#: (Each codec's first version is its ``format_version``; version 3 adds codec 4.)
+VALUE_FIELD_VERSIONS = {DATA_FIELD: 1, DOUBLE_DATA_FIELD: 1, RAW_DATA_FIELD: 2}
 #: The first version whose skeleton may hold fields that do not parse as caffe.proto declares them
 #: (cmpstore.caffe.netproto.parse_skeleton); a version 1 reader refuses such a skeleton.
 OPAQUE_FIELDS_VERSION = 2
 
 
-def version_for(model: Model) -> int:
-    """The lowest format version that holds ``model``: its payloads' value fields and its skeleton."""
-    fields = {payload.address.value_field for payload in model.payloads}
-    version = min(version for version, known in VALUE_FIELDS.items() if fields <= set(known))
-    if netproto.conflicting_fields(model.skeleton):
-        version = max(version, OPAQUE_FIELDS_VERSION)
-    return version
+def version_for(model: Model) -> tuple[int, str]:
+    """The lowest format version that holds ``model``'s value fields and skeleton, and what needs it."""
+    version, reason = 1, "every model"
+    for payload in model.payloads:
+        field = payload.address.value_field
+        if VALUE_FIELD_VERSIONS[field] > version:
+            version, reason = VALUE_FIELD_VERSIONS[field], "float16 raw_data blobs"
+    if OPAQUE_FIELDS_VERSION > version and netproto.conflicting_fields(model.skeleton):
+        version, reason = OPAQUE_FIELDS_VERSION, "fields that do not parse as caffe.proto declares them"
+    return version, reason
 
 
 def net_payload(model: Model) -> bytes:

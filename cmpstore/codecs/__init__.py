@@ -12,10 +12,11 @@ from ..errors import FormatError
 from .base import BlobCodec, BlobStats
 from .deflate import ShuffledDeflateCodec
 from .raw import RawCodec
+from .shuffled_ans import ShuffledAnsCodec
 from .sparse import SparseAnsCodec, SparseCodec
 
 CODECS: dict[int, type[BlobCodec]] = {
-    codec.codec_id: codec for codec in (RawCodec, ShuffledDeflateCodec, SparseCodec, SparseAnsCodec)
+    codec.codec_id: codec for codec in (RawCodec, ShuffledDeflateCodec, SparseCodec, SparseAnsCodec, ShuffledAnsCodec)
 }
 
 
@@ -32,6 +33,7 @@ __all__ = [
     "BlobStats",
     "CODECS",
     "RawCodec",
+    "ShuffledAnsCodec",
     "ShuffledDeflateCodec",
     "SparseAnsCodec",
     "SparseCodec",

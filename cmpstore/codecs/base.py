@@ -37,6 +37,8 @@ class BlobCodec(ABC):
 
     codec_id: int
     name: str
+    #: The first ``.cmps`` format version whose files may use this codec (docs/FORMAT.md, "Versioning").
+    format_version: int = 1
 
     @abstractmethod
     def encode(self, values: np.ndarray) -> bytes:
@@ -72,6 +74,15 @@ def output_for(out: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarra
     if out is not None and (out.shape != (count,) or out.dtype != dtype or not out.flags.writeable):
         raise ValueError(f"out must be a writable 1-D array of {count} values of {dtype}, got {out.dtype}{out.shape}")
     return out
+
+
+def byte_planes(values: np.ndarray) -> np.ndarray:
+    """The values' bytes as planes, ``(value size, count)``: byte 0 of every value, then byte 1, ...
+
+    Grouping the sign/exponent bytes of all values apart from the mantissa
+    bytes is HDF5's and Blosc's shuffle filter; the result is a view, not a copy.
+    """
+    return values.view(np.uint8).reshape(-1, values.dtype.itemsize).T
 
 
 def describe_values(codec_name: str, values: np.ndarray) -> BlobStats:

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 
 from ..streams.inflate import inflate_exactly
-from .base import BlobCodec, output_for
+from .base import BlobCodec, byte_planes, output_for
 
 
 class ShuffledDeflateCodec(BlobCodec):
@@ -33,14 +33,12 @@ class ShuffledDeflateCodec(BlobCodec):
     name = "deflate"
 
     def encode(self, values: np.ndarray) -> bytes:
-        planes = values.view(np.uint8).reshape(-1, values.dtype.itemsize).T
-        return zlib.compress(np.ascontiguousarray(planes).tobytes(), 9)
+        return zlib.compress(np.ascontiguousarray(byte_planes(values)).tobytes(), 9)
 
     def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
         out = output_for(out, count, dtype)
         planes = inflate_exactly(payload, count * dtype.itemsize, f"{what} deflate stream")
-        shuffled = np.frombuffer(planes, dtype=np.uint8).reshape(dtype.itemsize, count)
         if out is None:
             out = np.empty(count, dtype=dtype)
-        out.view(np.uint8).reshape(count, dtype.itemsize)[...] = shuffled.T
+        byte_planes(out)[...] = np.frombuffer(planes, dtype=np.uint8).reshape(dtype.itemsize, count)
         return out

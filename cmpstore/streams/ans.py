@@ -47,12 +47,12 @@ def write_stream(symbols: np.ndarray) -> bytes:
     return bytes(out + encode_varint(words.size)) + words.tobytes()
 
 
-def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
-    """Read what :func:`write_stream` wrote; exactly ``count`` symbols below ``alphabet_size``."""
+def read_stream(reader: Reader, alphabet_size: int, count: int, what: str, dtype: type = np.int32) -> np.ndarray:
+    """Read what :func:`write_stream` wrote; exactly ``count`` symbols below ``alphabet_size``, as ``dtype``."""
     used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
     if used_count == 0:
         raise FormatError(f"{what}: a stream must use at least one symbol")
-    used = np.array(reader.ascending(used_count, alphabet_size, f"{what} symbol"), dtype=np.int32)
+    used = np.array(reader.ascending(used_count, alphabet_size, f"{what} symbol"), dtype=dtype)
     counts = np.array([reader.varint(f"{what} symbol count", count) for _ in range(used_count)], dtype=np.int64)
     if counts.min() < 1 or int(counts.sum()) != count:
         raise FormatError(f"{what}: symbol counts do not add up to the {count} symbols of the stream")
@@ -61,7 +61,7 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np
     if used_count == 1:
         if word_count:
             raise FormatError(f"{what}: a one-symbol stream must have no coded words")
-        return np.full(count, used[0], dtype=np.int32)
+        return np.full(count, used[0], dtype=dtype)
     if word_count and words[-1] == 0:
         # The encoder's last word is the top of its final state, never 0 (docs/FORMAT.md, rANS streams).
         raise FormatError(f"{what}: the last coded word is 0, which no encoder writes")
