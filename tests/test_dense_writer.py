@@ -54,14 +54,16 @@ def test_deploy_matches_decode_deploy(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_corrupt_blob_in_a_worker_is_a_format_error_and_leaves_no_file(tmp_path, workers):
     """The last blob loses its last byte, behind valid checksums: only its codec can notice."""
-    sections = read_sections(encoded(lenet_like_bytes()).buffer)
-    rebuilt = container.header_bytes(len(sections)) + b"".join(
+    original = encoded(lenet_like_bytes())
+    sections = read_sections(original.buffer)
+    rebuilt = container.header_bytes(len(sections), original.version) + b"".join(
         container.section_bytes(s.kind, bytes(s.payload)[: -1 if number == len(sections) - 1 else None])
         for number, s in enumerate(sections)
     )
     output = tmp_path / "out.caffemodel"
+    cmps = open_cmps(rebuilt)  # the damage is inside the last blob's codec payload, not in its head
     with pytest.raises(FormatError, match="blob"):
-        dense_writer.write_caffemodel(open_cmps(rebuilt), output, workers=workers)
+        dense_writer.write_caffemodel(cmps, output, workers=workers)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -91,8 +91,7 @@ def test_an_ans_stream_whose_last_word_is_zero_is_a_format_error():
 
 
 def test_an_unknown_codec_id_names_its_section_and_blob():
-    import struct
-    import zlib
+    from common import framed
 
     from cmpstore.cmps import container
     from cmpstore.streams.varint import encode_varint
@@ -103,9 +102,6 @@ def test_an_unknown_codec_id_names_its_section_and_blob():
     reader = Reader(payload)
     head = [reader.varint("field", 1 << 40) for _ in range(6)]
     sections[1] = (kind, b"".join(encode_varint(v) for v in [*head[:4], 77, head[5]]) + payload[reader.pos :])
-    out = container.header_bytes(len(sections))
-    for kind, body in sections:
-        framing = struct.pack("<4sI", kind, len(body))
-        out += framing + body + struct.pack("<I", zlib.crc32(body, zlib.crc32(framing)))
+    out = framed(sections)
     with pytest.raises(FormatError, match=r"x.cmps: section 1 \(BLOB at byte \d+\), layer 'conv1' blob 0: unknown"):
         api.decode_bytes(out, "x.cmps")

@@ -60,6 +60,8 @@ def seeds() -> dict[str, bytes]:
         "legacy.cmps": api.encode(split_caffemodel(legacy_net_bytes(double=True))),
         "paper.cmps": api.encode(split_caffemodel(lenet_like_bytes()), index_bits={"conv": 8, "fc": 5}),
         "ans.cmps": api.encode(split_caffemodel(lenet_like_bytes()), coder="ans"),
+        # Dense weights: codec 4, rANS-coded and stored byte planes.
+        "dense.cmps": api.encode(build_model((LayerSpec("c", "Convolution", (8, 4, 3, 3), 1.0, None),), seed=4)),
     }
     # Each seed twice: as is (first byte even) and for the checksum-repairing path (odd).
     return {f"{mark}-{name}": bytes([mark]) + data for name, data in files.items() for mark in (0, 1)}
