@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from cmpstore import api
 from cmpstore.caffe import netproto
 from cmpstore.compression.prune import pruned_count
 from cmpstore.errors import UsageError
-from cmpstore.finetune import data, schedule, stagefiles
+from cmpstore.finetune import data, driver, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
 from cmpstore.synthetic import build_model
 
@@ -308,3 +309,64 @@ def test_tools_deep_compress_still_runs_the_finetune_command(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "w" / "05-quantize" / "net.prototxt").exists()
+
+
+@pytest.mark.parametrize(
+    "hostile_name", ["x/../../../ESCAPED", "../ESCAPED", "/tmp/ESCAPED-abs", "c" * 300, "..", "a b:c*?|<>"]
+)
+def test_stage_folders_stay_inside_the_work_directory(tmp_path, hostile_name):
+    """A layer name is the user's string, never a path: stage files land in the work directory and nowhere else."""
+    net_text = (LENET / "lenet_train_test.prototxt").read_text().replace('name: "conv1"', f'name: "{hostile_name}"')
+    net = tmp_path / "net.prototxt"
+    net.write_text(net_text)
+    plan = tmp_path / "schedule.json"
+    plan.write_text(
+        '{"layers": {%s: {"sparse_ratio": 0.5, "class_num": 4}}, '
+        '"stages": [{"prune": [%s], "iterations": 1}, {"quantize": [%s], "iterations": 1}]}'
+        % ((f'"{hostile_name}"',) * 3)
+    )
+    dataset = tmp_path / "d.npz"
+    images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+    np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
+    cwd = tmp_path / "run" / "deeper" / "still"
+    cwd.mkdir(parents=True)
+    before = {path for path in tmp_path.rglob("*")} | set(pathlib.Path("/tmp").glob("ESCAPED*"))
+    done = subprocess.run(
+        [sys.executable, "-m", "cmpstore", "finetune", "--net", net, "--solver", LENET / "lenet_solver.prototxt",
+         "--weights", "absent.caffemodel", "--schedule", plan, "--data", dataset, "--dry-run", "--work-dir", "a/wd"],
+        cwd=cwd, env=ROOT_ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    work = cwd / "a" / "wd"
+    after = {path for path in tmp_path.rglob("*")} | set(pathlib.Path("/tmp").glob("ESCAPED*"))
+    written = after - before
+    assert written and all(path == work.parent or work in path.parents or path == work for path in written), written
+    folders = sorted(path.name for path in work.iterdir())
+    assert len(folders) == 2 and all(len(name) < 100 and "/" not in name for name in folders)
+    assert folders[1] == "02-quantize" and folders[0].startswith("01-prune-")
+    stage_net = netproto.read_prototxt(work / folders[0] / "net.prototxt")
+    assert hostile_name in [layer.name for layer in stage_net.layer]  # the net itself keeps the user's name
+
+
+def test_stage_folder_names_are_distinct_when_made_safe():
+    assert driver.stage_folder(0, "prune-conv1") == "01-prune-conv1"
+    assert driver.stage_folder(4, "prune-fc1-0.8+fc2-0.5") == "05-prune-fc1-0.8+fc2-0.5"
+    assert driver.stage_folder(0, "prune-a/b") != driver.stage_folder(0, "prune-a_b")
+    assert driver.stage_folder(0, "prune-" + "x" * 300) != driver.stage_folder(0, "prune-" + "x" * 299)
+
+
+def test_a_work_directory_link_out_of_it_is_refused(tmp_path):
+    """A stage file that is a symbolic link to a file elsewhere is not written through."""
+    outside = tmp_path / "outside.prototxt"
+    outside.write_text("precious\n")
+    dataset = tmp_path / "d.npz"
+    images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+    np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
+    work = tmp_path / "w"
+    (work / "01-prune-conv1").mkdir(parents=True)
+    (work / "01-prune-conv1" / "net.prototxt").symlink_to(outside)
+    done = run_finetune(
+        "--layer", "conv1:0.5:4", "--iterations", "1,1", "--data", dataset, "--dry-run", "--work-dir", work
+    )  # fmt: skip
+    assert done.returncode == 2 and "resolves outside the work directory" in done.stderr, done.stderr
+    assert outside.read_text() == "precious\n"

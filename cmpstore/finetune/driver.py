@@ -25,8 +25,10 @@ before Caffe is touched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,7 +149,7 @@ def _run_stage(
 
     solver.add_callback(on_start, on_gradients_ready)
     solver.step(stage.iterations)
-    weights = os.path.abspath(os.path.join(stage_dir, "weights.caffemodel"))
+    weights = os.path.abspath(_inside_work_dir(job, os.path.basename(stage_dir), "weights.caffemodel"))
     partial = weights + ".partial"
     solver.net.save(partial)
     os.replace(partial, weights)
@@ -180,21 +182,51 @@ def _evaluate(caffe, net_path: str, weights: str, fed: FedNet, dataset: Dataset)
 
 def _write_stage_files(job: Job, fed: FedNet, base_solver, index: int) -> str:
     schedule, stage = job.schedule, job.schedule.stages[index]
-    stage_dir = os.path.join(job.work_dir, f"{index + 1:02d}-{stage.name}")
+    folder = stage_folder(index, stage.name)
+    stage_dir = _inside_work_dir(job, folder)
     os.makedirs(stage_dir, exist_ok=True)
     net = fed.net
     if job.backend == "cmp":
         net = with_cmp_layers(net, schedule.pruned_after(index), schedule.quantized_after(index))
-    net_path = os.path.abspath(os.path.join(stage_dir, "net.prototxt"))
+    net_path = os.path.abspath(_inside_work_dir(job, folder, "net.prototxt"))
     solver = stage_solver(base_solver, net_path, stage.iterations, schedule.solver, job.gpu)
     _write_text(net_path, netproto.to_text(net))
-    _write_text(os.path.join(stage_dir, "solver.prototxt"), netproto.to_text(solver))
+    _write_text(_inside_work_dir(job, folder, "solver.prototxt"), netproto.to_text(solver))
     return stage_dir
+
+
+#: Characters a stage folder name keeps from its stage's name; the rest become "_".
+_FOLDER_SAFE = re.compile(r"[^A-Za-z0-9+=.-]")
+_FOLDER_NAME_MAX = 64
+
+
+def stage_folder(index: int, stage_name: str) -> str:
+    """The folder name of stage ``index``: its number and its name, made safe as one path component.
+
+    Layer names are the user's strings and may hold ``/``, ``..`` or hundreds
+    of characters; a folder built from them verbatim could land outside the
+    work directory.  An altered or shortened name gets a digest of the
+    original, so two stages never share a folder.
+    """
+    safe = _FOLDER_SAFE.sub("_", stage_name)[:_FOLDER_NAME_MAX]
+    if safe != stage_name:
+        safe += "-" + hashlib.sha256(stage_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{index + 1:02d}-{safe}"
+
+
+def _inside_work_dir(job: Job, *parts: str) -> str:
+    """``parts`` joined under the work directory, refused if it resolves (links included) outside it."""
+    root = os.path.realpath(job.work_dir)
+    path = os.path.join(job.work_dir, *parts)
+    resolved = os.path.realpath(path)
+    if os.path.commonpath([root, resolved]) != root or resolved == root:
+        raise UsageError(f"refusing to write {path}: it resolves outside the work directory {job.work_dir}")
+    return path
 
 
 def _write_eval_net(job: Job, fed: FedNet) -> str:
     """The stock net every stage's weights are measured with (see the module docstring)."""
-    path = os.path.join(job.work_dir, "eval.prototxt")
+    path = _inside_work_dir(job, "eval.prototxt")
     _write_text(path, netproto.to_text(fed.net))
     return path
 
@@ -275,7 +307,7 @@ class _State:
             "weights_size": os.path.getsize(job.weights),
             "net": os.path.abspath(job.net),
         }
-        state = cls(os.path.join(job.work_dir, STATE_FILE), identity)
+        state = cls(_inside_work_dir(job, STATE_FILE), identity)
         if not os.path.exists(state.path):
             return state
         try:
