@@ -134,11 +134,33 @@ class _ClosedStdout:
         raise ValueError("standard output is closed")
 
 
-def _data_stdout():
+def _data_stdout() -> _StdoutSink:
     """Standard output for binary data, or a UsageError, before any work, when it is closed."""
     if isinstance(sys.stdout, _ClosedStdout):
         raise UsageError("standard output is closed; name an output file with -o")
-    return sys.stdout.buffer
+    return _StdoutSink(sys.stdout)
+
+
+class _StdoutSink:
+    """Binary data to standard output, every byte accounted for.
+
+    A buffered ``write`` of a large object to a pipe whose reader has gone can
+    come back having written only what the pipe held, without an error; the
+    data would then end early while the command reports success.  Writing to
+    the descriptor in a loop sees each short write and the EPIPE after it.
+    """
+
+    def __init__(self, stream):
+        stream.flush()  # nothing buffered may land after the data
+        self.descriptor = stream.buffer.fileno() if hasattr(stream, "buffer") else stream.fileno()
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.write(self.descriptor, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "standard output accepted no more bytes")
+            view = view[written:]
 
 
 def _parser() -> argparse.ArgumentParser:

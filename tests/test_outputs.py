@@ -7,6 +7,7 @@ import resource
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from cmpstore import api
 from cmpstore.atomic import Placement, atomic_output
 from cmpstore.caffe.caffemodel import split_caffemodel
 from cmpstore.errors import UsageError
+from cmpstore.synthetic import LayerSpec, build_model
 
 
 @pytest.fixture
@@ -291,3 +293,33 @@ def test_a_caffemodel_and_an_hdf5_file_arrive_through_a_pipe_too(lenet, tmp_path
                 env=ROOT_ENV,
             )
         assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_reader_that_leaves_early_is_a_broken_pipe_not_a_success(command, tmp_path):
+    """The reader takes a few bytes while the writer waits in a write larger than the pipe, then goes.
+
+    A buffered write then came back short, and the command still exited 0
+    with a summary claiming the full size.
+    """
+    model = tmp_path / "dense.caffemodel"
+    dense = (LayerSpec("fc", "InnerProduct", (512, 512), 1.0, None),)  # 1 MiB of barely compressible floats
+    api.save_model(build_model(dense), model)
+    source = model
+    if command == "decode":
+        source = tmp_path / "dense.cmps"
+        api.encode(model, source)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "cmpstore", command, str(source), "-o", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ROOT_ENV,
+    )
+    first = writer.stdout.read(16)
+    time.sleep(1.0)  # the writer is now blocked with the pipe full
+    writer.stdout.close()
+    status = writer.wait(timeout=120)
+    stderr = writer.stderr.read().decode()
+    assert len(first) == 16
+    assert status == 141, stderr
+    assert "Traceback" not in stderr and " B, " not in stderr  # no summary claiming what was not delivered
