@@ -183,6 +183,11 @@ def decode(
     deploy : bool
         Rename CmpConvolution/CmpInnerProduct to Convolution/InnerProduct and
         drop the fork's fields, so stock Caffe can use the net.
+    workers : int, optional
+        Processes to write a binary caffemodel with, at most one per CPU and
+        one per blob.  Default: one per CPU for models above 64 MiB, when
+        no other thread is running; else the caller's thread alone.
+        Decodes in several threads at once are safe.
     max_output_bytes : int, optional
         Refuse, before decoding anything, a file whose decoded size (the net
         plus every blob's values: a dense caffemodel less a few bytes of

@@ -1,6 +1,9 @@
 """Decoding straight to a caffemodel file gives the same bytes as decoding to a model and joining it."""
 
+import concurrent.futures
 import multiprocessing
+import os
+import threading
 
 import pytest
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
@@ -10,7 +13,7 @@ from cmpstore.caffe.caffemodel import caffemodel_bytes, split_caffemodel
 from cmpstore.cmps import container, dense_writer
 from cmpstore.cmps.container import read_sections
 from cmpstore.cmps.reader import open_cmps
-from cmpstore.errors import FormatError
+from cmpstore.errors import FormatError, UsageError
 from cmpstore.synthetic import LENET, build_model
 
 
@@ -83,3 +86,42 @@ def test_large_models_go_parallel_by_default(tmp_path, monkeypatch):
     dense_writer.write_caffemodel(encoded(raw), tmp_path / "out.caffemodel")
     assert (tmp_path / "out.caffemodel").read_bytes() == raw
     assert pools == [2]
+
+
+def test_four_threads_decoding_at_once_each_get_their_own_bytes(tmp_path):
+    """Each thread decodes its own model, many times over, while the others do the same."""
+    sources, expected = [], []
+    for seed in range(4):
+        model = build_model(LENET, seed=seed)
+        source = tmp_path / f"m{seed}.cmps"
+        api.encode(model, source)
+        sources.append(source)
+        expected.append(caffemodel_bytes(model))
+    start = threading.Barrier(4)
+
+    def decode_repeatedly(seed: int) -> list[bool]:
+        start.wait()
+        outcomes = []
+        for round_ in range(8):
+            output = tmp_path / f"out-{seed}-{round_}.caffemodel"
+            api.decode(sources[seed], output)
+            outcomes.append(output.read_bytes() == expected[seed])
+            outcomes.append(caffemodel_bytes(api.decode(sources[seed])) == expected[seed])
+        return outcomes
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(decode_repeatedly, range(4)))
+    assert all(all(outcomes) for outcomes in results), results
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_positive_whole_number(tmp_path, workers):
+    with pytest.raises(UsageError, match="workers must be a whole number of at least 1"):
+        dense_writer.write_caffemodel(encoded(lenet_like_bytes()), tmp_path / "out.caffemodel", workers=workers)
+    assert not (tmp_path / "out.caffemodel").exists()
+
+
+def test_workers_are_bounded_by_the_cpus_and_the_blobs():
+    assert dense_writer.worker_count(10**6, 3, 1 << 30) <= 3
+    assert dense_writer.worker_count(10**6, 1000, 1 << 30) <= (os.cpu_count() or 1)
+    assert dense_writer.worker_count(None, 1000, 1) == 1  # small models stay in-process

@@ -18,10 +18,13 @@ by SIGKILL.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,8 +40,29 @@ WINDOW_BYTES = 1 << 22
 #: Models whose dense size is below this are written in-process (starting workers would cost more).
 PARALLEL_ABOVE_BYTES = 1 << 26
 
-# What forked workers inherit: the open file, the output descriptor and the offsets.
-_shared: dict = {}
+
+@dataclass(frozen=True)
+class _Write:
+    """One call's decode: the open file, the output descriptor and each blob's offset in the output."""
+
+    cmps: CmpsFile
+    descriptor: int
+    offsets: dict
+
+    def blob(self, index: int) -> tuple[str, str]:
+        entry = self.cmps.entries[index]
+        itemsize = entry.dtype.itemsize
+        # An empty blob has nothing to write, and no place in the layout to write it at.
+        for start, values in self.cmps.windows(entry, WINDOW_BYTES // itemsize):
+            _write_all(self.descriptor, values, self.offsets[entry.address] + start * itemsize)
+        return entry.name, f"{entry.codec.name}, {entry.count:,} values"
+
+
+# The writes in progress, by a number unique to each call: forked workers inherit this table and
+# find their call's write in it, while threads decoding at once each keep their own entry.
+_writes: dict[int, _Write] = {}
+_writes_lock = threading.Lock()
+_write_numbers = itertools.count()
 
 
 def write_caffemodel(
@@ -65,9 +89,7 @@ def write_caffemodel(
     offsets = {piece: offset for offset, _, piece in layout if not isinstance(piece, bytes)}
     total = sum(size for _, size, _ in layout)
     tasks = sorted(range(len(cmps.entries)), key=lambda i: -cmps.entries[i].count)  # largest first
-    if workers is None:
-        can_fork = "fork" in multiprocessing.get_all_start_methods()
-        workers = min(os.cpu_count() or 1, len(tasks)) if can_fork and total > PARALLEL_ABOVE_BYTES else 1
+    workers = worker_count(workers, len(tasks), total)
     try:
         with atomic_output(output, placement) as stream:
             descriptor = stream.fileno()
@@ -75,18 +97,22 @@ def write_caffemodel(
             for offset, _, piece in layout:
                 if isinstance(piece, bytes):
                     os.pwrite(descriptor, piece, offset)
-            _shared.update(cmps=cmps, descriptor=descriptor, offsets=offsets)
-            try:
-                if workers <= 1:
-                    for index in tasks:
-                        progress(*_write_blob(index))
-                else:
+            write = _Write(cmps, descriptor, offsets)
+            if workers <= 1:
+                for index in tasks:
+                    progress(*write.blob(index))
+            else:
+                with _writes_lock:
+                    number = next(_write_numbers)
+                    _writes[number] = write
+                try:
                     # Leaving the block by any exception, Ctrl-C and SIGTERM included, terminates the workers.
                     with multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker) as pool:
-                        for done in pool.imap(_write_blob, tasks):
+                        for done in pool.imap(_write_blob, [(number, index) for index in tasks]):
                             progress(*done)
-            finally:
-                _shared.clear()
+                finally:
+                    with _writes_lock:
+                        del _writes[number]
     except OSError as exc:
         raise UsageError(f"cannot write ({exc.strerror})", path=os.fspath(output)) from None
     return total
@@ -114,14 +140,27 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _write_blob(index: int) -> tuple[str, str]:
-    cmps, descriptor = _shared["cmps"], _shared["descriptor"]
-    entry = cmps.entries[index]
-    itemsize = entry.dtype.itemsize
-    # An empty blob has nothing to write, and no place in the layout to write it at.
-    for start, values in cmps.windows(entry, WINDOW_BYTES // itemsize):
-        _write_all(descriptor, values, _shared["offsets"][entry.address] + start * itemsize)
-    return entry.name, f"{entry.codec.name}, {entry.count:,} values"
+def worker_count(requested: int | None, blobs: int, dense_bytes: int) -> int:
+    """The processes to decode ``blobs`` in: ``requested`` bounded by the CPUs and the blobs.
+
+    By default a model above :data:`PARALLEL_ABOVE_BYTES` gets one per CPU,
+    where ``fork`` exists and this is the only thread: forking a process in
+    which other threads run can copy a lock one of them holds, and the child
+    then waits on it forever.
+    """
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UsageError(f"workers must be a whole number of at least 1, got {requested!r}")
+        return max(1, min(requested, os.cpu_count() or 1, blobs))
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    if not can_fork or dense_bytes <= PARALLEL_ABOVE_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, blobs))
+
+
+def _write_blob(task: tuple[int, int]) -> tuple[str, str]:
+    number, index = task
+    return _writes[number].blob(index)
 
 
 def _write_all(descriptor: int, values: np.ndarray, offset: int) -> None:
