@@ -98,10 +98,11 @@ def unpack_floats(data: bytes) -> bytes:
     return message(data, 0, len(data), 0)
 
 
-def float16_net_bytes(seed: int = 3) -> bytes:
+def float16_net_bytes(seed: int = 3, float_raw_data: bool = True) -> bytes:
     """A net as OpenCV-era tools wrote them (hyperlpr's): FLOAT16 ``raw_data`` blobs beside float32 ``data`` ones.
 
-    Also a ``raw_data`` blob of type FLOAT, which cmpstore leaves in the skeleton as it is.
+    Also, unless ``float_raw_data`` is false, a ``raw_data`` blob of type FLOAT (NVIDIA Caffe's float32
+    storage, which needs format version 4).
     """
     rng = np.random.default_rng(seed)
     net = caffe_pb2.NetParameter(name="fp16")
@@ -123,6 +124,7 @@ def float16_net_bytes(seed: int = 3) -> bytes:
     ip = net.layer.add(name="ip", type="InnerProduct", bottom=["conv"], top=["ip"])
     ip.inner_product_param.num_output = 10
     float16_blob(ip, (10, 288), pruned_quantized((10, 288), 0.2, 8, rng))
-    as_float = ip.blobs.add(raw_data_type=caffe_pb2.FLOAT, raw_data=rng.normal(size=10).astype("<f4").tobytes())
-    as_float.shape.dim.append(10)
+    float_values = rng.normal(size=10).astype("<f4").tobytes()
+    if float_raw_data:
+        ip.blobs.add(raw_data_type=caffe_pb2.FLOAT, raw_data=float_values).shape.dim.append(10)
     return net.SerializeToString()

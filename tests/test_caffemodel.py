@@ -29,8 +29,9 @@ def protobuf_values(data: bytes) -> list[np.ndarray]:
                 arrays.append(np.array(blob.data, dtype="<f4"))
             if len(blob.double_data):
                 arrays.append(np.array(blob.double_data, dtype="<f8"))
-            if blob.raw_data_type == caffe_pb2.FLOAT16 and blob.HasField("raw_data"):
-                arrays.append(np.frombuffer(blob.raw_data, dtype="<f2"))
+            raw_dtype = {caffe_pb2.FLOAT16: "<f2", caffe_pb2.FLOAT: "<f4", caffe_pb2.DOUBLE: "<f8"}
+            if blob.HasField("raw_data_type") and blob.raw_data_type in raw_dtype and blob.HasField("raw_data"):
+                arrays.append(np.frombuffer(blob.raw_data, dtype=raw_dtype[blob.raw_data_type]))
     return arrays
 
 
@@ -78,11 +79,11 @@ def test_float16_raw_data_becomes_a_float16_payload_and_leaves_the_skeleton():
         (1, 0, "<f2"),
         (1, 1, "<f2"),
         (3, 0, "<f2"),
+        (3, 1, "<f4"),  # NVIDIA Caffe's FLOAT raw_data: float32 values
     ]
     skeleton = caffe_pb2.NetParameter.FromString(model.skeleton)
     assert [blob.HasField("raw_data") for blob in skeleton.layer[1].blobs] == [False, False]
-    # The FLOAT blob's raw_data is not float16: it stays in the skeleton, byte for byte.
-    assert [blob.HasField("raw_data") for blob in skeleton.layer[3].blobs] == [False, True]
+    assert [blob.HasField("raw_data") for blob in skeleton.layer[3].blobs] == [False, False]
     assert skeleton.layer[1].blobs[0].raw_data_type == caffe_pb2.FLOAT16
 
 

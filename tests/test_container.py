@@ -30,8 +30,8 @@ def with_fixed_header_crc(data: bytearray) -> bytes:
 
 def test_unknown_version(encoded):
     data = bytearray(encoded)
-    struct.pack_into("<I", data, 8, 4)
-    with pytest.raises(FormatError, match="unknown format version 4; this cmpstore reads versions 1, 2 and 3"):
+    struct.pack_into("<I", data, 8, 5)
+    with pytest.raises(FormatError, match="unknown format version 5; this cmpstore reads versions 1, 2, 3 and 4"):
         container.read_sections(with_fixed_header_crc(data))
 
 

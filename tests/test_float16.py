@@ -31,8 +31,8 @@ def expected_weights() -> dict[str, list[np.ndarray]]:
     return {
         "conv": [np.frombuffer(blob.raw_data, "<f2").reshape(blob.shape.dim) for blob in conv.blobs],
         "bn": [np.array(blob.data, "<f4").reshape(blob.shape.dim) for blob in bn.blobs],
-        # The FLOAT raw_data blob is not read (cmpstore reads FLOAT16 raw_data only): no values.
-        "ip": [np.frombuffer(ip.blobs[0].raw_data, "<f2").reshape(10, 288), np.zeros(0, "<f4")],
+        # NVIDIA Caffe's FLOAT raw_data: float32 values.
+        "ip": [np.frombuffer(ip.blobs[0].raw_data, "<f2").reshape(10, 288), np.frombuffer(ip.blobs[1].raw_data, "<f4")],
     }
 
 
@@ -64,7 +64,9 @@ def test_hdf5_output_is_refused_naming_the_blob(float16_model, tmp_path):
     assert not (tmp_path / "w.h5").exists()
 
 
-def test_encode_decode_is_byte_identical_and_writes_format_version_2(float16_model, tmp_path):
+def test_encode_decode_is_byte_identical_and_writes_format_version_2(tmp_path):
+    float16_model = tmp_path / "fp16.caffemodel"
+    float16_model.write_bytes(float16_net_bytes(float_raw_data=False))
     encoded = api.encode(float16_model, tmp_path / "fp16.cmps")
     assert container.read_version(encoded) == (2, 7)  # NETP and six blobs
     info = api.inspect(tmp_path / "fp16.cmps")
@@ -109,12 +111,25 @@ def test_version_1_file_with_float16_values_is_refused(float16_model):
         api.decode_bytes(encoded, "x.cmps")
 
 
-def test_float16_values_for_a_blob_that_is_not_float16_are_refused(float16_model, monkeypatch):
+def test_float16_values_for_a_blob_that_is_not_float16_are_refused(float16_model):
     model = api.load_model(float16_model)
     net = caffe_pb2.NetParameter.FromString(model.skeleton)
     net.layer[1].blobs[1].raw_data_type = caffe_pb2.FLOAT
     forged = Model(net.SerializeToString(), model.payloads)
-    message = r"layer 'conv' blob 1: holds float16 raw_data values but its raw_data_type is not FLOAT16"
+    message = r"layer 'conv' blob 1: values are float16 \(<f2\); raw_data \(field 12\) holds <f4"
+    with pytest.raises(UsageError, match=message):
+        api.encode(forged)
+
+
+def test_raw_data_values_for_a_blob_of_an_integer_type_are_refused(float16_model, monkeypatch):
+    model = api.load_model(float16_model)
+    net = caffe_pb2.NetParameter.FromString(model.skeleton)
+    net.layer[1].blobs[1].raw_data_type = caffe_pb2.INT
+    forged = Model(net.SerializeToString(), model.payloads)
+    message = (
+        r"layer 'conv' blob 1: holds raw_data values but has raw_data_type 3; "
+        r"values come only from FLOAT16, FLOAT or DOUBLE raw_data"
+    )
     with pytest.raises(ModelError, match=message):
         api.encode(forged)
     # The same file written past the encoder's check: the reader refuses it as well.

@@ -5,8 +5,9 @@ written by make.py there), each beside the dense caffemodel it must decode to,
 byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
 All are format version 1 but source-float16 (format version 2), which holds
 FLOAT16 raw_data blobs, one per codec, and CaffeOnSpark's source_class (layer
-field 141, a string where caffe.proto has bias_param), and codec-shuffled-ans
-(format version 3, which adds codec 4).  The encoder, held to the version a
+field 141, a string where caffe.proto has bias_param), codec-shuffled-ans
+(format version 3, which adds codec 4), and source-raw-float (format version 4,
+which adds the raw_data of FLOAT and DOUBLE blobs).  The encoder, held to the version a
 file was frozen at, still writes it byte for byte.
 """
 
@@ -34,9 +35,10 @@ FILES = {
     "source-hdf5": (["sparse", "raw"], "hdf5", "huffman"),
     "source-float16": (["deflate", "raw", "raw", "sparse", "sparse-ans"], "caffemodel", "ans"),
     "codec-shuffled-ans": (["shuffled-ans", "raw"], "caffemodel", "huffman"),
+    "source-raw-float": (["sparse", "shuffled-ans", "raw"], "caffemodel", "huffman"),
 }
 # The format version of each golden file: the lowest that holds it.
-VERSIONS = {name: {"source-float16": 2, "codec-shuffled-ans": 3}.get(name, 1) for name in FILES}
+VERSIONS = {name: {"source-float16": 2, "codec-shuffled-ans": 3, "source-raw-float": 4}.get(name, 1) for name in FILES}
 V1 = FIXTURES / "golden-v1.cmps"
 # sha256 of the dense caffemodel encoded into golden-v1.cmps (a seeded two-layer net of
 # cmpstore.synthetic, written when the format was frozen).

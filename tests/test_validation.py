@@ -265,7 +265,7 @@ BAD_PAYLOADS = {
     ),
     "no such value field": (
         lambda p: Payload(BlobAddress(100, 1, 0, 6), p.values),
-        "layer 'conv1' blob 0: value field 6 is neither 5 (data) nor 8 (double_data)",
+        "layer 'conv1' blob 0: value field 6 is not 5 (data), 8 (double_data) or 12 (raw_data)",
     ),
     "short": (
         lambda p: Payload(p.address, p.values[:499].copy()),

@@ -1,6 +1,6 @@
 """Binary ``.caffemodel`` files: split into skeleton and payloads, and join back.
 
-The packed float fields, and the ``raw_data`` of FLOAT16 blobs, are located by
+The packed float fields, and the ``raw_data`` of FLOAT16, FLOAT and DOUBLE blobs, are located by
 walking the protobuf wire format and reach numpy as zero-copy views of the
 file's bytes; protobuf itself only ever sees the small skeleton.  Joining inserts each payload into its BlobProto in
 field-number order, which is where Caffe's own serializer puts it, so a file
@@ -21,9 +21,11 @@ from .model import (
     LAYER_FIELD,
     LEGACY_LAYER_FIELD,
     PAYLOAD_DTYPE,
+    RAW_DATA_DTYPE,
     RAW_DATA_FIELD,
     RAW_DATA_TYPE_FIELD,
-    RAW_DATA_TYPE_FLOAT16,
+    RAW_DATA_TYPE_NAMES,
+    VALUE_FIELDS,
     BlobAddress,
     Model,
     Payload,
@@ -133,6 +135,28 @@ class _BlobError(Exception):
         self.where = where
 
 
+def with_raw_values_taken_out(model: Model) -> Model:
+    """``model`` with any float ``raw_data`` still in its skeleton taken out as payloads.
+
+    ``.cmps`` files before format version 4 took out only FLOAT16
+    ``raw_data`` and kept FLOAT and DOUBLE ``raw_data`` in the skeleton as
+    bytes, where no comparison or numpy output saw them.  A model that holds
+    anything else in its skeleton (an empty value field) is returned as it is.
+    """
+    if not any(
+        blob.HasField("raw_data_type") and blob.raw_data_type in RAW_DATA_DTYPE and blob.raw_data
+        for layers in (model.net.layer, model.net.layers)
+        for layer in layers
+        for blob in layer.blobs
+    ):
+        return model
+    lifted = split_caffemodel(model.skeleton)
+    if any(payload.address.value_field != RAW_DATA_FIELD for payload in lifted.payloads):
+        return model
+    payloads = sorted([*model.payloads, *lifted.payloads], key=lambda payload: payload.address)
+    return Model(lifted.skeleton, payloads, model.source_format)
+
+
 def _strip_layer(buf, view, layer: wire.Field, layer_index: int, payloads: list[Payload]) -> bytes:
     blobs_field = BLOBS_FIELD[layer.number]
     kept: list[bytes] = []
@@ -174,16 +198,17 @@ def _strip_blob(buf, view, blob: wire.Field, address: tuple, payloads: list[Payl
         if arrays:
             values = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             payloads.append(Payload(BlobAddress(*address, number), values))
-    if raw_data and raw_data_type == RAW_DATA_TYPE_FLOAT16:
+    if raw_data and raw_data_type in RAW_DATA_DTYPE:
         if len(raw_data) > 1:
             # raw_data is one bytes value, not a repeated field: protobuf keeps only the last.
             raise _BlobError(
-                f"FLOAT16 raw_data (field {RAW_DATA_FIELD}) appears {len(raw_data)} times; a blob holds one",
+                f"{RAW_DATA_TYPE_NAMES[raw_data_type]} raw_data (field {RAW_DATA_FIELD}) appears "
+                f"{len(raw_data)} times; a blob holds one",
                 _where(address),
             )
         place, field = raw_data[0]
         kept[place] = b""
-        values = _packed_values(buf, field, PAYLOAD_DTYPE[RAW_DATA_FIELD], address)
+        values = _packed_values(buf, field, RAW_DATA_DTYPE[raw_data_type], address)
         payloads.append(Payload(BlobAddress(*address, RAW_DATA_FIELD), values))
     return b"".join(kept)
 
@@ -231,7 +256,7 @@ def _join_layer(buf, layer: wire.Field, layer_index: int, by_address: dict) -> l
 def _join_blob(buf, blob: wire.Field, address: tuple, by_address: dict) -> list:
     pending = [
         (number, by_address[BlobAddress(*address, number)])
-        for number in sorted(PAYLOAD_DTYPE)
+        for number in VALUE_FIELDS
         if BlobAddress(*address, number) in by_address
     ]
     chunks: list = []
@@ -248,7 +273,7 @@ def _join_blob(buf, blob: wire.Field, address: tuple, by_address: dict) -> list:
 def _packed(number: int, values) -> list:
     # Written even when empty: a payload stands for a field the skeleton's source had, and an
     # empty packed field is still a field (Caffe writes none, so its files never have one).
-    # FLOAT16 raw_data is a bytes field: the same tag, length and little-endian values.
+    # raw_data is a bytes field: the same tag, length and little-endian values.
     return [wire.length_delimited(number, values.nbytes), values]
 
 

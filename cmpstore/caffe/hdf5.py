@@ -247,11 +247,12 @@ def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW
     """Write the model's weights as Caffe HDF5, atomically.
 
     A model with FLOAT16 blobs is refused: Caffe's HDF5 weights are float32 or
-    float64, and widening would no longer give the values bit for bit.
+    float64, and widening would no longer give the values bit for bit.  FLOAT
+    and DOUBLE ``raw_data`` become float32 and float64 datasets.
     """
     path = os.fspath(path)
     for payload in model.payloads:
-        if payload.address.value_field == RAW_DATA_FIELD:
+        if payload.address.value_field == RAW_DATA_FIELD and payload.values.dtype.itemsize == 2:
             layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
             raise UsageError(
                 "holds float16 values (FLOAT16 raw_data), and Caffe's HDF5 weights are float32 or float64; "

@@ -3,8 +3,8 @@
 A caffemodel is almost entirely packed float arrays.  cmpstore splits it into
 
 * the *skeleton*: the serialized NetParameter with every ``BlobProto.data``
-  and ``BlobProto.double_data`` field, and the ``raw_data`` of FLOAT16 blobs,
-  removed (everything else, unknown fields included, stays byte for byte), and
+  and ``BlobProto.double_data`` field, and the ``raw_data`` of FLOAT16, FLOAT
+  and DOUBLE blobs, removed (everything else, unknown fields included, stays byte for byte), and
 * the *payloads*: one numpy array per removed field, addressed by where it
   came from.
 
@@ -29,12 +29,35 @@ BLOBS_FIELD = {LAYER_FIELD: 7, LEGACY_LAYER_FIELD: 6}
 DATA_FIELD = 5
 DOUBLE_DATA_FIELD = 8
 #: NVIDIA Caffe's ``bytes raw_data = 12``, whose meaning ``raw_data_type`` (field 10, enum Type) gives.
-#: OpenCV reads FLOAT16 (2) weights from it; cmpstore takes out only those, as float16 values.
+#: cmpstore takes it out as values when that type is a float one: FLOAT16 (which OpenCV reads), FLOAT
+#: or DOUBLE; the integer types stay in the skeleton as bytes.
 RAW_DATA_FIELD = 12
 RAW_DATA_TYPE_FIELD = 10
+RAW_DATA_TYPE_DOUBLE = 0
+RAW_DATA_TYPE_FLOAT = 1
 RAW_DATA_TYPE_FLOAT16 = 2
-PAYLOAD_DTYPE = {DATA_FIELD: np.dtype("<f4"), DOUBLE_DATA_FIELD: np.dtype("<f8"), RAW_DATA_FIELD: np.dtype("<f2")}
+#: The dtype of ``data`` and ``double_data`` values; ``raw_data``'s is its blob's (RAW_DATA_DTYPE).
+PAYLOAD_DTYPE = {DATA_FIELD: np.dtype("<f4"), DOUBLE_DATA_FIELD: np.dtype("<f8")}
+RAW_DATA_DTYPE = {
+    RAW_DATA_TYPE_DOUBLE: np.dtype("<f8"),
+    RAW_DATA_TYPE_FLOAT: np.dtype("<f4"),
+    RAW_DATA_TYPE_FLOAT16: np.dtype("<f2"),
+}
+RAW_DATA_TYPE_NAMES = {RAW_DATA_TYPE_DOUBLE: "DOUBLE", RAW_DATA_TYPE_FLOAT: "FLOAT", RAW_DATA_TYPE_FLOAT16: "FLOAT16"}
+#: Every value field, in field-number order (the order Caffe writes them in).
+VALUE_FIELDS = (DATA_FIELD, DOUBLE_DATA_FIELD, RAW_DATA_FIELD)
 VALUE_FIELD_NAMES = {DATA_FIELD: "data", DOUBLE_DATA_FIELD: "double_data", RAW_DATA_FIELD: "raw_data"}
+
+
+def value_dtype(value_field: int, raw_data_type: int | None = None) -> np.dtype | None:
+    """The dtype of a value field's values; for ``raw_data``, that of the blob's ``raw_data_type``.
+
+    None where the field holds no values cmpstore takes out: an unknown field,
+    or ``raw_data`` of a blob without a float ``raw_data_type``.
+    """
+    if value_field == RAW_DATA_FIELD:
+        return RAW_DATA_DTYPE.get(raw_data_type) if raw_data_type is not None else None
+    return PAYLOAD_DTYPE.get(value_field)
 
 
 class SourceFormat(IntEnum):
@@ -51,7 +74,7 @@ class BlobAddress:
     layer_field: int  # LAYER_FIELD or LEGACY_LAYER_FIELD
     layer_index: int
     blob_index: int
-    value_field: int  # DATA_FIELD, DOUBLE_DATA_FIELD or RAW_DATA_FIELD
+    value_field: int  # one of VALUE_FIELDS
 
 
 @dataclass
@@ -128,10 +151,11 @@ class Model:
                 if payload.address in seen:
                     raise error(f"two payloads for its {VALUE_FIELD_NAMES[payload.address.value_field]}", where=where)
                 seen.add(payload.address)
-                _check_values(payload, error, where)
-                check_value_count(layer, payload.address.blob_index, payload.values.size, error)
                 # What the skeleton says of the blob, not a caller's mistake: a model error.
                 check_value_field(layer, payload.address.blob_index, payload.address.value_field)
+                _check_values(payload, layer.value_dtype(payload.address.blob_index, payload.address.value_field),
+                              error, where)  # fmt: skip
+                check_value_count(layer, payload.address.blob_index, payload.values.size, error)
             check_weightless(self.net, error)
         except CmpstoreError as exc:
             raise exc.located(path=path) from None
@@ -139,8 +163,8 @@ class Model:
         return self.layers
 
     def check_shapes(self, path: str | None = None) -> list:
-        """Check that every payload's length matches its blob's shape, and that float16 values
-        belong to FLOAT16 blobs; return the layers.
+        """Check that every payload's length matches its blob's shape, and that ``raw_data`` values
+        belong to a blob whose ``raw_data_type`` is a float type; return the layers.
 
         Raises ModelError naming ``path``, the layer and the blob otherwise
         (also for a payload whose address names no blob of the net).
@@ -177,8 +201,10 @@ class Model:
                 where=layer.label,
             )
         where = f"{layer.label} blob {address.blob_index}"
-        if address.value_field not in PAYLOAD_DTYPE:
-            raise error(f"value field {address.value_field} is neither 5 (data) nor 8 (double_data)", where=where)
+        if address.value_field not in VALUE_FIELDS:
+            raise error(
+                f"value field {address.value_field} is not 5 (data), 8 (double_data) or 12 (raw_data)", where=where
+            )
         return layer, where
 
     def check_sizes(self, path: str | None = None) -> int:
@@ -197,7 +223,8 @@ class Model:
         """The blobs by layer name, each shaped as in Caffe; layers without blobs are left out.
 
         A blob with both ``double_data`` and ``data`` gives its ``double_data``, as Caffe reads it;
-        a FLOAT16 blob gives its ``raw_data`` as float16 values, unconverted (see :func:`blob_values`).
+        a blob with float ``raw_data`` gives it in its own dtype (a FLOAT16 one as float16 values,
+        unconverted; see :func:`blob_values`).
         """
         values = self.payload_map()
         weights: dict[str, list[np.ndarray]] = {}
@@ -247,13 +274,12 @@ class Model:
         return named
 
 
-def _check_values(payload: Payload, error: type[CmpstoreError], where: str) -> None:
+def _check_values(payload: Payload, expected: np.dtype, error: type[CmpstoreError], where: str) -> None:
     """A payload's values must be what the writers write as they are: contiguous, 1-D, of the field's dtype."""
     values = payload.values
     if not isinstance(values, np.ndarray):
         raise error(f"values must be a numpy array, got {type(values).__name__}", where=where)
     value_field = payload.address.value_field
-    expected = PAYLOAD_DTYPE[value_field]
     if values.dtype != expected:
         order = "big-endian " if values.dtype.byteorder == ">" else ""
         raise error(
@@ -269,8 +295,9 @@ def _check_values(payload: Payload, error: type[CmpstoreError], where: str) -> N
 
 def blob_values(values: dict[BlobAddress, np.ndarray], layer_field: int, layer_index: int, blob_index: int):
     """A blob's values in ``values`` (a :meth:`Model.payload_map`): ``double_data`` where the blob has it,
-    else ``data``, else FLOAT16 ``raw_data``; None for none.  The first two are the precedence of Caffe's
-    ``Blob::FromProto``; OpenCV, which alone reads ``raw_data``, does so only for a blob without ``data``."""
+    else ``data``, else ``raw_data`` (of a FLOAT16, FLOAT or DOUBLE blob); None for none.  The first two
+    are the precedence of Caffe's ``Blob::FromProto``; OpenCV and NVIDIA Caffe read ``raw_data`` only for
+    a blob without ``data``."""
     for value_field in (DOUBLE_DATA_FIELD, DATA_FIELD, RAW_DATA_FIELD):
         found = values.get(BlobAddress(layer_field, layer_index, blob_index, value_field))
         if found is not None:

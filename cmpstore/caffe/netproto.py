@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from google.protobuf import descriptor, message, text_format
 
 from .. import limits
@@ -30,9 +31,10 @@ from .model import (
     DOUBLE_DATA_FIELD,
     LAYER_FIELD,
     LEGACY_LAYER_FIELD,
-    PAYLOAD_DTYPE,
+    RAW_DATA_DTYPE,
     RAW_DATA_FIELD,
     BlobAddress,
+    value_dtype,
 )
 
 NetParameter = caffe_pb2.NetParameter
@@ -58,7 +60,12 @@ class LayerInfo:
     name: str
     type: str
     blob_shapes: tuple[tuple[int, ...], ...]
-    float16_blobs: frozenset[int] = frozenset()  # blob indices whose raw_data_type is FLOAT16
+    raw_data_types: tuple[int | None, ...] = ()  # per blob: its raw_data_type where set, else None
+
+    def value_dtype(self, blob_index: int, value_field: int) -> np.dtype | None:
+        """The dtype of ``value_field``'s values in blob ``blob_index`` (:func:`cmpstore.caffe.model.value_dtype`)."""
+        raw_type = self.raw_data_types[blob_index] if blob_index < len(self.raw_data_types) else None
+        return value_dtype(value_field, raw_type)
 
     @property
     def kind(self) -> str:
@@ -267,10 +274,12 @@ def check_sizes(
             f"the net without its weights is {skeleton_bytes:,} bytes, more than the limit of "
             f"{limits.MAX_SKELETON_BYTES:,}"
         )
+    by_address = layers_by_address(layers)
     itemsizes: dict[tuple[int, int, int], list[int]] = {}
     for address in value_fields:
         key = (address.layer_field, address.layer_index, address.blob_index)
-        itemsizes.setdefault(key, []).append(PAYLOAD_DTYPE[address.value_field].itemsize)
+        dtype = by_address[key[:2]].value_dtype(address.blob_index, address.value_field)
+        itemsizes.setdefault(key, []).append(dtype.itemsize if dtype is not None else 4)
     decoded = skeleton_bytes
     for layer in layers:
         for blob_index, shape in enumerate(layer.blob_shapes):
@@ -315,10 +324,14 @@ def check_value_count(layer: LayerInfo, blob_index: int, count: int, error: type
 
 
 def check_value_field(layer: LayerInfo, blob_index: int, value_field: int, error: type[CmpstoreError] = ModelError):
-    """Raise ``error`` for float16 values (``raw_data``) in a blob whose ``raw_data_type`` is not FLOAT16."""
-    if value_field == RAW_DATA_FIELD and blob_index not in layer.float16_blobs:
-        where = f"{layer.label} blob {blob_index}"
-        raise error("holds float16 raw_data values but its raw_data_type is not FLOAT16", where=where)
+    """Raise ``error`` for ``raw_data`` values in a blob whose ``raw_data_type`` is not FLOAT16, FLOAT or DOUBLE."""
+    if value_field == RAW_DATA_FIELD and layer.value_dtype(blob_index, value_field) is None:
+        raw_type = layer.raw_data_types[blob_index] if blob_index < len(layer.raw_data_types) else None
+        said = "no raw_data_type" if raw_type is None else f"raw_data_type {raw_type}"
+        raise error(
+            f"holds raw_data values but has {said}; values come only from FLOAT16, FLOAT or DOUBLE raw_data",
+            where=f"{layer.label} blob {blob_index}",
+        )
 
 
 def layer_infos(net: NetParameter) -> list[LayerInfo]:
@@ -333,22 +346,26 @@ def layer_infos(net: NetParameter) -> list[LayerInfo]:
 
 def _layer_info(layer_field: int, index: int, layer, type_name: str) -> LayerInfo:
     shapes = tuple(blob_shape(blob) for blob in layer.blobs)
-    float16 = frozenset(i for i, blob in enumerate(layer.blobs) if blob.raw_data_type == caffe_pb2.FLOAT16)
-    return LayerInfo(layer_field, index, layer.name, type_name, shapes, float16)
+    raw_types = tuple(blob.raw_data_type if blob.HasField("raw_data_type") else None for blob in layer.blobs)
+    return LayerInfo(layer_field, index, layer.name, type_name, shapes, raw_types)
 
 
-def check_weightless(net: NetParameter, error: type[CmpstoreError] = ModelError) -> None:
+def check_weightless(
+    net: NetParameter, error: type[CmpstoreError] = ModelError, raw_types: Collection[int] = tuple(RAW_DATA_DTYPE)
+) -> None:
     """Raise ``error`` naming the layer and blob if a BlobProto of ``net`` still holds values.
 
     A skeleton's values belong in the payloads (a ``.cmps`` file's BLOB
     sections): values left in it would be decoded beside them, into a blob
-    with two value fields of which Caffe reads one.
+    with two value fields of which Caffe reads one.  ``raw_data`` counts as
+    values in a blob whose ``raw_data_type`` is one of ``raw_types`` (files
+    of format version 2 and 3 took out only FLOAT16 ones).
     """
     for layers in (net.layer, net.layers):
         for index, layer in enumerate(layers):
             for blob_index, blob in enumerate(layer.blobs):
                 fields = [("data", DATA_FIELD), ("double_data", DOUBLE_DATA_FIELD)]
-                if blob.raw_data_type == caffe_pb2.FLOAT16:  # taken out as values too (cmpstore.caffe.caffemodel)
+                if blob.HasField("raw_data_type") and blob.raw_data_type in raw_types:
                     fields.append(("raw_data", RAW_DATA_FIELD))
                 for name, number in fields:
                     if len(getattr(blob, name)):

@@ -20,14 +20,23 @@ import numpy as np
 
 from .. import limits
 from ..caffe import netproto
-from ..caffe.model import PAYLOAD_DTYPE, BlobAddress, Model, Payload
+from ..caffe.caffemodel import with_raw_values_taken_out
+from ..caffe.model import VALUE_FIELDS, BlobAddress, Model, Payload
 from ..caffe.netproto import LayerInfo
 from ..codecs import BlobCodec, BlobStats, codec_for_id
 from ..errors import FormatError, ModelError
 from ..progress import silent
 from ..streams.varint import Reader
 from . import container
-from .sections import OPAQUE_FIELDS_VERSION, VALUE_FIELD_VERSIONS, read_blob_address, read_codec_and_count, read_net
+from .sections import (
+    FLOAT_RAW_DATA_VERSION,
+    OPAQUE_FIELDS_VERSION,
+    raw_types_taken_out,
+    read_blob_address,
+    read_codec_and_count,
+    read_net,
+    value_field_version,
+)
 
 #: Values per window when a blob is decoded only to check it: bounded memory for any blob.
 CHECK_WINDOW = 1 << 20
@@ -47,7 +56,7 @@ class BlobEntry:
 
     @property
     def dtype(self) -> np.dtype:
-        return PAYLOAD_DTYPE[self.address.value_field]
+        return self.layer.value_dtype(self.address.blob_index, self.address.value_field)
 
     @property
     def name(self) -> str:
@@ -80,7 +89,7 @@ class CmpsFile:
         if conflicts and self.version < OPAQUE_FIELDS_VERSION:
             raise FormatError(f"{label}: {conflicts[0]}, which needs a later format version than {self.version}")
         try:
-            netproto.check_weightless(self.net, FormatError)
+            netproto.check_weightless(self.net, FormatError, raw_types_taken_out(self.version))
         except FormatError as exc:
             raise FormatError(exc.problem, where=f"{label}, {exc.where}") from None
         self.layers = netproto.layer_infos(self.net)
@@ -103,21 +112,23 @@ class CmpsFile:
             reader = Reader(section.payload)
             address = read_blob_address(reader, label)
             layer = layers.get((address.layer_field, address.layer_index))
-            if (
-                layer is None
-                or address.blob_index >= len(layer.blob_shapes)
-                or address.value_field not in PAYLOAD_DTYPE
-            ):
+            if layer is None or address.blob_index >= len(layer.blob_shapes) or address.value_field not in VALUE_FIELDS:
                 raise FormatError(f"{label}: refers to a blob the net does not have ({address})")
             if previous is not None and address <= previous:
                 raise FormatError(f"{label}: blob sections out of order or repeated")
             previous = address
-            if VALUE_FIELD_VERSIONS[address.value_field] > self.version:
+            where = f"{label}, {layer.label} blob {address.blob_index}"
+            try:
+                netproto.check_value_field(layer, address.blob_index, address.value_field, FormatError)
+            except FormatError as exc:
+                raise FormatError(f"{label}, {exc}") from None
+            needed, _ = value_field_version(layer, address)
+            if needed > self.version:
                 raise FormatError(
                     f"{label}: value field {address.value_field} needs a later format version than {self.version}"
                 )
-            where = f"{label}, {layer.label} blob {address.blob_index}"
-            codec_id, count = read_codec_and_count(reader, address, where)
+            dtype = layer.value_dtype(address.blob_index, address.value_field)
+            codec_id, count = read_codec_and_count(reader, dtype.itemsize, where)
             try:
                 codec = codec_for_id(codec_id)
             except FormatError as exc:
@@ -130,7 +141,6 @@ class CmpsFile:
                 )
             try:
                 netproto.check_value_count(layer, address.blob_index, count, FormatError)
-                netproto.check_value_field(layer, address.blob_index, address.value_field, FormatError)
             except FormatError as exc:
                 raise FormatError(f"{label}, {exc}") from None
             entries.append(
@@ -168,12 +178,18 @@ class CmpsFile:
         return entry.codec.describe(entry.payload, entry.count, entry.dtype, entry.where)
 
     def model(self, progress: Callable[[str, str], None] = silent) -> Model:
-        """Every blob decoded: the model, bit for bit."""
+        """Every blob decoded: the model, bit for bit.
+
+        A file before format version 4 kept the ``raw_data`` of FLOAT and
+        DOUBLE blobs in its skeleton; the model has them as payloads, as a
+        model read from the caffemodel itself does.
+        """
         payloads = []
         for entry in self.entries:
             payloads.append(Payload(entry.address, self.decode(entry)))
             progress(entry.name, f"{entry.codec.name}, {entry.count:,} values")
-        return Model(self.skeleton, payloads, self.source_format)
+        model = Model(self.skeleton, payloads, self.source_format)
+        return model if self.version >= FLOAT_RAW_DATA_VERSION else with_raw_values_taken_out(model)
 
 
 def open_cmps(source, path: str | None = None, *, max_output_bytes: int | None = None) -> CmpsFile:

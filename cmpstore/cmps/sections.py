@@ -17,8 +17,12 @@ from ..caffe.model import (
     BLOBS_FIELD,
     DATA_FIELD,
     DOUBLE_DATA_FIELD,
-    PAYLOAD_DTYPE,
+    RAW_DATA_DTYPE,
     RAW_DATA_FIELD,
+    RAW_DATA_TYPE_FLOAT16,
+    RAW_DATA_TYPE_NAMES,
+    VALUE_FIELD_NAMES,
+    VALUE_FIELDS,
     BlobAddress,
     Model,
     SourceFormat,
@@ -32,6 +36,28 @@ MAX_CODEC_ID = 255
 #: The first format version in which each BLOB value field may appear: version 2 adds float16 raw_data.
 #: (Each codec's first version is its ``format_version``; version 3 adds codec 4.)
 VALUE_FIELD_VERSIONS = {DATA_FIELD: 1, DOUBLE_DATA_FIELD: 1, RAW_DATA_FIELD: 2}
+#: The first version whose BLOB sections hold the raw_data of FLOAT and DOUBLE blobs (version 2 and
+#: 3 took out FLOAT16 raw_data only, and left the other float types in the skeleton as bytes).
+FLOAT_RAW_DATA_VERSION = 4
+
+
+def raw_types_taken_out(version: int) -> tuple[int, ...]:
+    """The ``raw_data_type`` values whose ``raw_data`` a file of ``version`` holds as BLOB sections."""
+    if version >= FLOAT_RAW_DATA_VERSION:
+        return tuple(RAW_DATA_DTYPE)
+    return (RAW_DATA_TYPE_FLOAT16,) if version >= VALUE_FIELD_VERSIONS[RAW_DATA_FIELD] else ()
+
+
+def value_field_version(layer: netproto.LayerInfo, address: BlobAddress) -> tuple[int, str]:
+    """The first format version that holds the values at ``address``, and what they are."""
+    if address.value_field != RAW_DATA_FIELD:
+        return VALUE_FIELD_VERSIONS[address.value_field], VALUE_FIELD_NAMES[address.value_field]
+    raw_type = layer.raw_data_types[address.blob_index]
+    if raw_type == RAW_DATA_TYPE_FLOAT16:
+        return VALUE_FIELD_VERSIONS[RAW_DATA_FIELD], "float16 raw_data blobs"
+    return FLOAT_RAW_DATA_VERSION, f"{RAW_DATA_TYPE_NAMES.get(raw_type, raw_type)} raw_data blobs"
+
+
 #: The first version whose skeleton may hold fields that do not parse as caffe.proto declares them
 #: (cmpstore.caffe.netproto.parse_skeleton); a version 1 reader refuses such a skeleton.
 OPAQUE_FIELDS_VERSION = 2
@@ -41,9 +67,10 @@ def version_for(model: Model) -> tuple[int, str]:
     """The lowest format version that holds ``model``'s value fields and skeleton, and what needs it."""
     version, reason = 1, "every model"
     for payload in model.payloads:
-        field = payload.address.value_field
-        if VALUE_FIELD_VERSIONS[field] > version:
-            version, reason = VALUE_FIELD_VERSIONS[field], "float16 raw_data blobs"
+        layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
+        needed, what = value_field_version(layer, payload.address)
+        if needed > version:
+            version, reason = needed, what
     if OPAQUE_FIELDS_VERSION > version and netproto.conflicting_fields(model.skeleton):
         version, reason = OPAQUE_FIELDS_VERSION, "fields that do not parse as caffe.proto declares them"
     return version, reason
@@ -90,12 +117,12 @@ def read_blob_address(reader: Reader, label: str) -> BlobAddress:
         reader.varint(f"{label} layer field", max(BLOBS_FIELD)),
         reader.varint(f"{label} layer index", 1 << 31),
         reader.varint(f"{label} blob index", 1 << 31),
-        reader.varint(f"{label} value field", max(PAYLOAD_DTYPE)),
+        reader.varint(f"{label} value field", max(VALUE_FIELDS)),
     )
 
 
-def read_codec_and_count(reader: Reader, address: BlobAddress, where: str) -> tuple[int, int]:
-    """The rest of a BLOB head; the count is bounded by the format's limit for the blob's dtype."""
+def read_codec_and_count(reader: Reader, itemsize: int, where: str) -> tuple[int, int]:
+    """The rest of a BLOB head; the count is bounded by the format's limit for values of ``itemsize`` bytes."""
     codec_id = reader.varint(f"{where} codec", MAX_CODEC_ID)
-    count = reader.varint(f"{where} value count", limits.MAX_BLOB_BYTES // PAYLOAD_DTYPE[address.value_field].itemsize)
+    count = reader.varint(f"{where} value count", limits.MAX_BLOB_BYTES // itemsize)
     return codec_id, count
