@@ -14,6 +14,7 @@ from common import ROOT_ENV, run_finetune
 
 from cmpstore import api
 from cmpstore.caffe import netproto
+from cmpstore.compression.gradients import share_gradients
 from cmpstore.compression.prune import pruned_count
 from cmpstore.errors import UsageError
 from cmpstore.finetune import data, driver, schedule, stagefiles
@@ -370,3 +371,17 @@ def test_a_work_directory_link_out_of_it_is_refused(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "resolves outside the work directory" in done.stderr, done.stderr
     assert outside.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("clusters", [None, 1, 16])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.95, 0.999])
+def test_constraint_share_gives_exactly_the_reference_gradient(ratio, clusters):
+    """The per-iteration fast path against :func:`share_gradients`, bit for bit."""
+    rng = np.random.default_rng(7)
+    weights = rng.standard_normal((30, 7, 3, 3)).astype(np.float32)
+    limit = constrain("conv", weights, ratio, clusters)
+    for _ in range(3):
+        diff = rng.standard_normal(weights.shape).astype(np.float32)
+        expected = share_gradients(diff, limit.mask, limit.labels, reduce="mean")
+        limit.share(diff)
+        assert diff.tobytes() == expected.tobytes()
