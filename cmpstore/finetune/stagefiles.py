@@ -1,12 +1,14 @@
 """The net and solver prototxts of each finetuning stage.
 
 The driver never changes the user's files: it writes, per stage, a copy of
-the train/val net whose data layers are Input layers that it fills from numpy,
-and (for the ``cmp`` backend) whose pruned and quantized layers are the fork's
-CmpConvolution/CmpInnerProduct with ``sparse_ratio``, ``class_num`` and
-``quantize_term`` set; and a copy of the solver that trains that net for the
-stage's iterations, with Caffe's own snapshots and tests turned off, because
-the driver snapshots and evaluates each stage itself.
+the train/val net, whose pruned and quantized layers are (for the ``cmp``
+backend) the fork's CmpConvolution/CmpInnerProduct with ``sparse_ratio``,
+``class_num`` and ``quantize_term`` set, and a copy of the solver that trains
+that net for the stage's iterations.  The net keeps its own data layers,
+unless the data come from numpy (``--data``): then they are Input layers the
+driver fills.  The solver keeps the net's TEST phase (``test_iter``) for the
+driver's evaluations, which it runs itself at the solver's ``test_interval``,
+and snapshots where the driver says, so that a stage can resume.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from dataclasses import dataclass
 
 from ..caffe import netproto
 from ..errors import UsageError
+from .datalayers import PARAMS, batch_size, phases
 
-#: Layer types that read data from a database or file; the driver replaces them by Input layers.
-DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Input", "DummyData"})
+#: Layer types that read data from a database or file; with --data the driver replaces them by Input layers.
+DATA_TYPES = frozenset(PARAMS)
 STOCK_TO_CMP = {stock: cmp for cmp, stock in netproto.CMP_TO_STOCK.items()}
-_PHASES = {netproto.Phase.Value("TRAIN"): "train", netproto.Phase.Value("TEST"): "test"}
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,45 @@ class Feed:
 
 @dataclass(frozen=True)
 class FedNet:
-    """A train/val net whose data layers are Input layers, and how to feed each phase."""
+    """A train/val net, and (for numpy data) how to feed each phase's Input layers.
+
+    With the net's own data layers ``feeds`` and ``score_tops`` are empty:
+    Caffe reads the data, and the net's Accuracy layers score it.
+    """
 
     net: netproto.NetParameter
     feeds: dict[str, Feed]  # "train" / "test"
     score_tops: dict[str, str]  # phase -> the blob whose argmax is the prediction
+
+    @property
+    def own_data(self) -> bool:
+        return not self.feeds
+
+
+def with_own_data_layers(net: netproto.NetParameter) -> FedNet:
+    """The net as it is: Caffe runs its data layers."""
+    return FedNet(net, {}, {})
+
+
+@dataclass(frozen=True)
+class Score:
+    """An Accuracy layer of the TEST phase: its output blob and its ``top_k``."""
+
+    top: str
+    top_k: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.top} (top-{self.top_k})"
+
+
+def accuracy_scores(net: netproto.NetParameter) -> list[Score]:
+    """Every Accuracy layer of the TEST phase, in the net's order: what each evaluation reports."""
+    return [
+        Score(layer.top[0], layer.accuracy_param.top_k)
+        for layer in net.layer
+        if layer.type == "Accuracy" and layer.top and "test" in phases(layer)
+    ]
 
 
 def with_input_layers(net: netproto.NetParameter, sample_shape: tuple[int, ...], path: str) -> FedNet:
@@ -59,20 +95,23 @@ def with_input_layers(net: netproto.NetParameter, sample_shape: tuple[int, ...],
         where = f"layer '{layer.name}'"
         if len(layer.top) != 2:
             raise UsageError(
-                f"a data layer must have two tops (data, label), has {len(layer.top)}", path=path, where=where
+                f"numpy data (--data) feed two tops (data, label), but this data layer has {len(layer.top)}; "
+                "without --data the driver runs the net's own data layers",
+                path=path,
+                where=where,
             )
-        phases = _phases(layer) or ["train", "test"]
-        feed = Feed(layer.top[0], layer.top[1], _batch_size(layer, path, where), *_transform(layer, path, where))
-        for phase in phases:
+        feed = Feed(layer.top[0], layer.top[1], batch_size(layer, path), *_transform(layer, path, where))
+        for phase in phases(layer):
             if phase in feeds:
                 raise UsageError(f"a second data layer for the {phase} phase", path=path, where=where)
             feeds[phase] = feed
-        include = list(layer.include)
+        include, exclude = list(layer.include), list(layer.exclude)
         name, tops = layer.name, list(layer.top)
         layer.Clear()
         layer.name, layer.type = name, "Input"
         layer.top.extend(tops)
         layer.include.extend(include)
+        layer.exclude.extend(exclude)
         layer.input_param.shape.add().dim.extend([feed.batch_size, *sample_shape])
         layer.input_param.shape.add().dim.extend([feed.batch_size])
     for phase in ("train", "test"):
@@ -109,11 +148,27 @@ def with_cmp_layers(
 
 
 def stage_solver(
-    base: netproto.SolverParameter, net_path: str, iterations: int, overrides: dict[str, object], gpu: bool
+    base: netproto.SolverParameter,
+    net_path: str,
+    iterations: int,
+    overrides: dict[str, object],
+    gpu: bool,
+    *,
+    own_data: bool = False,
+    snapshot_prefix: str = "",
 ) -> netproto.SolverParameter:
-    """A copy of ``base`` that trains ``net_path`` for ``iterations``, with ``overrides`` applied."""
+    """A copy of ``base`` that trains ``net_path`` for ``iterations``, with ``overrides`` applied.
+
+    With the net's own data (``own_data``) the solver keeps one test net, the
+    net's TEST phase with ``base``'s first ``test_iter``, for the driver to
+    run at ``test_interval``; Caffe itself neither tests (the driver reports
+    every Accuracy layer) nor snapshots (the driver snapshots to
+    ``snapshot_prefix`` when it chooses, and when it is stopped).
+    """
     solver = netproto.SolverParameter()
     solver.CopyFrom(base)
+    test_iter = list(base.test_iter[:1])
+    kept_states = base if own_data else netproto.SolverParameter()
     for name in (
         "net",
         "net_param",
@@ -136,24 +191,19 @@ def stage_solver(
     solver.max_iter = iterations
     solver.snapshot_after_train = False
     solver.solver_mode = netproto.SolverParameter.GPU if gpu else netproto.SolverParameter.CPU
+    if own_data:
+        solver.test_iter.extend(test_iter)
+        # Caffe requires a test_interval with a test net; one it never reaches leaves testing to the driver.
+        solver.test_interval = 2**31 - 1
+        solver.test_initialization = False
+        if kept_states.HasField("train_state"):
+            solver.train_state.CopyFrom(kept_states.train_state)
+        if kept_states.test_state:
+            solver.test_state.add().CopyFrom(kept_states.test_state[0])
+    if snapshot_prefix:
+        solver.snapshot_prefix = snapshot_prefix
+        solver.snapshot_format = netproto.SolverParameter.BINARYPROTO
     return solver
-
-
-def _phases(layer) -> list[str]:
-    phases = []
-    for rule in layer.include:
-        if rule.HasField("phase"):
-            phases.append(_PHASES[rule.phase])
-    return phases
-
-
-def _batch_size(layer, path, where) -> int:
-    for params in (layer.data_param, layer.image_data_param, layer.hdf5_data_param, layer.memory_data_param):
-        if params.batch_size:
-            return params.batch_size
-    if layer.type == "Input" and layer.input_param.shape and layer.input_param.shape[0].dim:
-        return layer.input_param.shape[0].dim[0]
-    raise UsageError("cannot tell the batch size of this data layer", path=path, where=where)
 
 
 def _transform(layer, path, where) -> tuple[float, float]:
@@ -162,7 +212,8 @@ def _transform(layer, path, where) -> tuple[float, float]:
     if unsupported or len(transform.mean_value) > 1:
         raise UsageError(
             f"transform_param {', '.join(unsupported) or 'mean_value per channel'} is not supported; "
-            "only scale and one mean_value",
+            "only scale and one mean_value with --data; without it the driver runs the net's own data layers, "
+            "and Caffe applies the whole transform_param",
             path=path,
             where=where,
         )
@@ -174,8 +225,7 @@ def _score_top(net, phase: str, feed: Feed, path: str) -> str:
     """The blob an Accuracy (else a softmax loss) layer of ``phase`` compares with the label."""
     candidates = []
     for layer in net.layer:
-        layer_phases = _phases(layer) or ["train", "test"]
-        if phase in layer_phases and len(layer.bottom) >= 2 and layer.bottom[1] == feed.label_top:
+        if phase in phases(layer) and len(layer.bottom) >= 2 and layer.bottom[1] == feed.label_top:
             if layer.type == "Accuracy":
                 return layer.bottom[0]
             if layer.type in ("SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "MultinomialLogisticLoss"):
