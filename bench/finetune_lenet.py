@@ -8,7 +8,11 @@ Runs ``cmpstore finetune`` for every schedule, backend and seed (default:
 the fork's seed schedule, 23,500 iterations, stock backend, seed 0) from
 ../shared/models/lenet_iter_10000.caffemodel, on all of MNIST (trained on the
 60,000 training digits, measured on the 10,000 test digits) unless --data
-says otherwise.  Prints each run's top-1 after every stage, its wall time and
+says otherwise.  ``--data lmdb:DIR`` runs the shipped train/val net on its own
+Data layers instead, its sources pointed at DIR/mnist_train_lmdb and
+DIR/mnist_test_lmdb (tools/examples/lenet/make_mnist_lmdb.py makes them, the
+same 60,000 / 10,000 split), and also records what Caffe's own ``caffe test``
+prints for the final weights.  Prints each run's top-1 after every stage, its wall time and
 the size `cmpstore encode` gives, then the spread over seeds; --plot draws
 top-1 against compression ratio for every run.  Each run has its own work
 directory under --work-root, and a rerun resumes it instead of retraining
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,11 +41,14 @@ def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> di
     work_dir = os.path.join(work_root, f"{name}-{backend}-seed{seed}")
     pretrained = SHARED_MODELS / "lenet_iter_10000.caffemodel"
     output = os.path.join(work_dir, "compressed.cmps")
+    net, data_options = str(LENET / "lenet_train_test.prototxt"), ["--data", data]
+    if data.startswith("lmdb:"):
+        net, data_options = lmdb_net(data.partition(":")[2], work_root), []
     command = [
         sys.executable, "-m", "cmpstore", "finetune",
-        "--net", str(LENET / "lenet_train_test.prototxt"), "--solver", str(LENET / "lenet_solver.prototxt"),
+        "--net", net, "--solver", str(LENET / "lenet_solver.prototxt"),
         "--weights", str(pretrained), "--schedule", schedule, "--backend", backend, "--seed", str(seed),
-        "--data", data, "--work-dir", work_dir, "-o", output,
+        *data_options, "--work-dir", work_dir, "-o", output,
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     began = time.perf_counter()
@@ -50,7 +58,10 @@ def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> di
         state = json.load(stream)
     dense = pretrained.stat().st_size
     encoded = os.path.getsize(output)
+    final_weights = list(state["stages"].values())[-1]["weights"]
+    caffe_test = caffe_test_top1(os.path.join(work_dir, "eval.prototxt"), final_weights) if not data_options else None
     return {
+        "caffe_test_top1": caffe_test,
         "schedule": name,
         "backend": backend,
         "seed": seed,
@@ -66,12 +77,40 @@ def run(schedule: str, backend: str, seed: int, data: str, work_root: str) -> di
     }
 
 
+def lmdb_net(folder: str, work_root: str) -> str:
+    """The shipped train/val net, unmodified but for its two LMDB sources."""
+    text = (LENET / "lenet_train_test.prototxt").read_text()
+    for name in ("mnist_train_lmdb", "mnist_test_lmdb"):
+        text = text.replace(f"examples/mnist/{name}", os.path.abspath(os.path.join(folder, name)))
+    os.makedirs(work_root, exist_ok=True)
+    path = os.path.join(work_root, "lenet_train_test_lmdb.prototxt")
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    return path
+
+
+def caffe_test_top1(net: str, weights: str) -> float:
+    """What ``caffe test`` (the tool built beside pycaffe) prints as accuracy, over the solver's 100 test batches."""
+    from cmpstore.finetune.driver import caffe_tool
+
+    tool = caffe_tool("caffe")
+    done = subprocess.run(
+        [tool, "test", f"--model={net}", f"--weights={weights}", "--iterations=100"],
+        env=dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(re.findall(r"\] accuracy = ([\d.]+)", done.stderr)[-1])
+
+
 def print_run(figures: dict) -> None:
     stages = " / ".join(f"{stage['top1']:.2%}" for stage in figures["stages"].values())
     print(
         f"{figures['schedule']:<22} {figures['backend']:<6} seed {figures['seed']}: top-1 {stages}; "
         f"{figures['wall_seconds']:.0f} s wall, {figures['train_seconds']:.0f} s training; "
-        f"{figures['encoded_bytes']:,} B, {figures['ratio']:.1f}x",
+        f"{figures['encoded_bytes']:,} B, {figures['ratio']:.1f}x"
+        + (f"; caffe test {figures['caffe_test_top1']:.2%}" if figures.get("caffe_test_top1") is not None else ""),
         flush=True,
     )
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from common import LENET_EXAMPLE as LENET
 from common import ROOT_ENV, run_finetune
+from google.protobuf import text_format
 
 from cmpstore import api
 from cmpstore.caffe import netproto
 from cmpstore.compression.gradients import share_gradients
 from cmpstore.compression.prune import pruned_count
 from cmpstore.errors import UsageError
-from cmpstore.finetune import data, driver, schedule, stagefiles
+from cmpstore.finetune import data, datalayers, driver, schedule, stagefiles
 from cmpstore.finetune.constraints import constrain, structure
 from cmpstore.synthetic import build_model
 
@@ -385,3 +386,45 @@ def test_constraint_share_gives_exactly_the_reference_gradient(ratio, clusters):
         expected = share_gradients(diff, limit.mask, limit.labels, reduce="mean")
         limit.share(diff)
         assert diff.tobytes() == expected.tobytes()
+
+
+def test_an_input_layer_net_without_data_is_refused(tmp_path):
+    lenet = (LENET / "lenet_train_test.prototxt").read_text()
+    net = tmp_path / "net.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data" top: "label" '
+        "input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } shape { dim: 1 } } }\n"
+        + lenet[lenet.index('layer {\n  name: "conv1"') :]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cmpstore", "finetune", "--net", net, "--solver", LENET / "lenet_solver.prototxt",
+         "--weights", "absent.caffemodel", "--layer", "fc1:0.9:16", "--iterations", "1,1", "--dry-run",
+         "--work-dir", tmp_path / "w"],
+        env=ROOT_ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "layer 'data': a layer of type Input reads no data of its own: give the data with --data" in done.stderr
+
+
+def test_numpy_data_with_iter_size_is_refused(tmp_path):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text((LENET / "lenet_solver.prototxt").read_text() + "iter_size: 2\n")
+    csv = tmp_path / "digits.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(["0"] * 784 + [str(i % 10)]) for i in range(5000)).encode()))
+    done = subprocess.run(
+        [sys.executable, "-m", "cmpstore", "finetune", "--net", LENET / "lenet_train_test.prototxt",
+         "--solver", solver, "--weights", "absent.caffemodel", "--layer", "fc1:0.9:16", "--iterations", "1,1",
+         "--data", f"mnist5k:{csv}", "--dry-run", "--work-dir", tmp_path / "w"],
+        env=ROOT_ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "iter_size 2 accumulates several batches per update" in done.stderr
+
+
+def test_a_data_layers_batch_size_comes_from_its_own_parameter():
+    """HDF5Data's batch_size, never ImageData's default of 1."""
+    text = (
+        'layer { name: "h5" type: "HDF5Data" top: "data" top: "label" hdf5_data_param { source: "x" batch_size: 64 } }'
+    )
+    net = text_format.Parse(text, netproto.NetParameter())
+    assert datalayers.batch_size(net.layer[0], "net.prototxt") == 64

@@ -144,6 +144,23 @@ def test_another_schedule_in_the_same_work_dir_is_refused(finished_run, backend)
     assert "holds a run with another schedule" in done.stderr
 
 
+def test_other_weights_of_the_same_size_are_not_resumed(finished_run, backend, tmp_path):
+    """Resume compares inputs by content: a same-sized model with other weights is refused, not reused."""
+    env, work, _ = finished_run
+    other = tmp_path / "other.caffemodel"
+    model = api.load_model(pretrained_weights(env))
+    model.payloads[0].values = model.payloads[0].values.copy()
+    model.payloads[0].values[0] += 1.0
+    api.save_model(model, other)
+    assert other.stat().st_size == pretrained_weights(env).stat().st_size
+    done = run_finetune(
+        "--schedule", LENET / "seed_schedule.json", "--iterations", ",".join(map(str, SHORT_ITERATIONS)),
+        "--backend", backend, "--work-dir", work, "--data", default_spec(), env=env, weights=other,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "holds a run with another weights (compared by content)" in done.stderr
+
+
 def test_cmp_backend_is_within_a_third_of_a_point_of_stock(runs):
     """Same start, seed and data: the C++ layers and the Python callbacks finetune alike."""
     accuracy = {}

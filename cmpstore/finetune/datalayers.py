@@ -92,7 +92,7 @@ def check_net_reads_its_data(net, path: str) -> None:
         inputs = [layer for layer in serving if layer.layer.type in ("Input", "MemoryData", "DummyData")]
         if inputs:
             raise UsageError(
-                f"is a {inputs[0].layer.type} layer, which reads no data of its own: "
+                f"a layer of type {inputs[0].layer.type} reads no data of its own: "
                 "give the data with --data (mnist, mnist5k or an .npz)",
                 path=path,
                 where=inputs[0].where,

@@ -142,7 +142,7 @@ def run(job: Job) -> list[StageRecord]:
         fed = with_input_layers(base_net, job.dataset.train_data.shape[1:], job.net)
         if job.dataset.description:
             job.log(f"data: {job.dataset.description}")
-        scores, test_iter = [Score(fed.score_tops["test"], 1)], 0
+        scores, test_iter = [Score(fed.score_tops["test"], 1, "held-out top-1")], 0
     else:
         check_net_reads_its_data(base_net, job.net)
         fed = with_own_data_layers(base_net)
@@ -167,7 +167,7 @@ def run(job: Job) -> list[StageRecord]:
     eval_net = _write_eval_net(job, fed)
     shared = _Run(job, fed, base_solver, scores, test_iter)
     if any(state.finished(stage_dir) is None for stage_dir in stage_dirs):
-        check_in_caffe(os.path.join(stage_dirs[0], "net.prototxt"), job.weights, job.gpu, _caffe_env(job))
+        check_in_caffe(os.path.join(stage_dirs[0], "net.prototxt"), job.weights, job.gpu, _caffe_env(job), job.net)
     if state.pretrained_accuracy is None:
         pretrained = _evaluate(caffe, shared, eval_net, job.weights)
         state.pretrained_accuracy, state.pretrained_scores = _primary(pretrained, scores), pretrained
@@ -299,9 +299,16 @@ def _train(shared: _Run, solver, stage_dir: str, iterations: int, label: str) ->
                 _snapshot(solver, stage_dir)
                 snapshotted = now
     except BaseException:
-        if solver.iter > snapshotted and solver.iter < iterations:
+        stopped = solver.iter
+        if snapshotted < stopped < iterations:
             _snapshot(solver, stage_dir)
-            _log(shared, f"{label}: stopped at iteration {solver.iter}; snapshot kept, a rerun resumes here")
+            snapshotted = stopped
+        if _latest_snapshot(stage_dir, iterations) is not None:
+            _log(
+                shared,
+                f"{label}: stopped at iteration {stopped}; snapshot kept, a rerun resumes here "
+                f"(from iteration {snapshotted})",
+            )
         raise
 
 
@@ -658,7 +665,7 @@ class _State:
         if stored_identity != identity:
             changed = sorted(key for key in identity if stored_identity.get(key) != identity[key])
             raise UsageError(
-                f"the work directory holds a run from another {', '.join(changed) or 'version'} (compared by "
+                f"the work directory holds a run with another {', '.join(changed) or 'version'} (compared by "
                 "content); refusing to resume it: use another --work-dir, or delete this one to start over",
                 path=state.path,
             )

@@ -18,16 +18,17 @@ import re
 import subprocess
 import sys
 
-from ..errors import UsageError
+from ..caffe import netproto
+from ..errors import CmpstoreError, UsageError
+from .datalayers import data_layers
 
-#: A glog fatal line: "F1203 20:10:05.123456 12345 data_layer.cpp:45] Check failed: ..."
-_FATAL = re.compile(r"^F\d{4} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
-#: The layer Caffe was creating or setting up when it stopped.
-_LAYER = re.compile(r"\] (?:Creating Layer|Setting up|Creating layer) (.+)$")
+#: A glog fatal line: "F1203 20:10:05.123456 12345 data_layer.cpp:45] Check failed: ..." (newer glogs
+#: put the year in front of the month and day: "F20261203 ...").
+_FATAL = re.compile(r"^F(?:\d{4}){1,2} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
 
 
-def check_in_caffe(net_path: str, weights: str, gpu: bool, env: dict | None = None) -> None:
-    """Raise UsageError naming ``net_path`` and the layer if Caffe cannot build, load or run the net."""
+def check_in_caffe(net_path: str, weights: str, gpu: bool, env: dict | None = None, name: str | None = None) -> None:
+    """Raise UsageError naming ``name`` (else ``net_path``) and the layer if Caffe cannot build, load or run the net."""
     child_env = dict(os.environ if env is None else env, GLOG_minloglevel="0", GLOG_logtostderr="1")
     done = subprocess.run(
         [sys.executable, "-m", "cmpstore.finetune.preflight", net_path, weights, "gpu" if gpu else "cpu"],
@@ -39,29 +40,57 @@ def check_in_caffe(net_path: str, weights: str, gpu: bool, env: dict | None = No
     )
     if done.returncode == 0:
         return
-    raise UsageError(caffe_failure(done.stderr, done.returncode), path=net_path)
+    raise UsageError(
+        caffe_failure(done.stderr, done.returncode, _data_layers_by_phase(net_path)), path=name or net_path
+    )
 
 
-def caffe_failure(log: str, status: int) -> str:
-    """One line from a failed Caffe child's log: the layer it was at and what its fatal check said."""
-    fatal, layer, phase = None, None, None
+def caffe_failure(log: str, status: int, data_layers: dict[str, list[str]] | None = None) -> str:
+    """One line from a failed Caffe child's log: where it was, and what its fatal check said.
+
+    The child announces each step (``cmpstore-preflight: TRAIN build``); a
+    fatal check in Caffe's data code (a database, the transformer, an image
+    or HDF5 reader) is put on that phase's data layers, named from the net.
+    """
+    fatal, source, step = None, "", None
     for line in log.splitlines():
-        found = _LAYER.search(line)
-        if found:
-            layer = found.group(1).strip()
-        found = re.search(r"phase: (TRAIN|TEST)", line)
-        if found:
-            phase = found.group(1)
+        if line.startswith(_STEP):
+            step = line[len(_STEP) :].split()
+            continue
         found = _FATAL.match(line.strip())
         if found:
-            fatal = found.group(2).strip()
+            source, fatal = found.group(1), found.group(2).strip()
             break
     if fatal is None:
         python_error = [line for line in log.splitlines() if line.strip()][-1:] or [f"exit status {status}"]
         return f"Caffe failed on this net ({python_error[0].strip()})"
-    where = f"layer '{layer}'" if layer and f"'{layer}'" not in fatal else None
-    context = ", ".join(part for part in (f"{phase} phase" if phase else None, where) if part)
-    return f"Caffe refused the net{f' ({context})' if context else ''}: {fatal}"
+    context = []
+    if step:
+        phase, action = step[0], step[1]
+        context.append(f"{phase} phase, {_ACTIONS.get(action, action)}")
+        layers = (data_layers or {}).get(phase.lower(), [])
+        if layers and any(word in source for word in _DATA_SOURCES) and "'" not in fatal:
+            context.append(", ".join(f"layer '{layer}'" for layer in layers))
+    where = f" ({'; '.join(context)})" if context else ""
+    return f"Caffe refused the net{where}: {fatal}"
+
+
+_STEP = "cmpstore-preflight: "
+_ACTIONS = {"build": "building the net", "load": "loading the pretrained weights", "forward": "reading a batch"}
+#: Caffe sources whose checks are about the data a data layer reads.
+_DATA_SOURCES = ("data", "db", "transformer", "hdf5", "image", "io.")
+
+
+def _data_layers_by_phase(net_path: str) -> dict[str, list[str]]:
+    try:
+        net = netproto.read_prototxt(net_path)
+    except CmpstoreError:
+        return {}
+    by_phase: dict[str, list[str]] = {}
+    for layer in data_layers(net):
+        for phase in layer.phases:
+            by_phase.setdefault(phase, []).append(layer.layer.name)
+    return by_phase
 
 
 def main(argv: list[str]) -> int:
@@ -69,9 +98,12 @@ def main(argv: list[str]) -> int:
     import caffe
 
     caffe.set_mode_gpu() if mode == "gpu" else caffe.set_mode_cpu()
-    for phase in (caffe.TRAIN, caffe.TEST):
+    for name, phase in (("TRAIN", caffe.TRAIN), ("TEST", caffe.TEST)):
+        print(f"{_STEP}{name} build", file=sys.stderr, flush=True)
         net = caffe.Net(net_path, phase)
+        print(f"{_STEP}{name} load", file=sys.stderr, flush=True)
         net.copy_from(weights)
+        print(f"{_STEP}{name} forward", file=sys.stderr, flush=True)
         net.forward()
         del net
     return 0

@@ -63,10 +63,11 @@ class Score:
 
     top: str
     top_k: int
+    name: str = ""  # how logs name it; default "<top> (top-<k>)"
 
     @property
     def label(self) -> str:
-        return f"{self.top} (top-{self.top_k})"
+        return self.name or f"{self.top} (top-{self.top_k})"
 
 
 def accuracy_scores(net: netproto.NetParameter) -> list[Score]:
