@@ -5,6 +5,7 @@ caffe.proto has ``bias_param = 141``, a BiasParameter: protobuf then refuses the
 whole net ("Wire format was corrupt").  These files are built here, no download.
 """
 
+import dataclasses
 import struct
 import zlib
 
@@ -20,6 +21,7 @@ from cmpstore.caffe.caffemodel import caffemodel_bytes
 from cmpstore.cmps import container
 from cmpstore.errors import FormatError, ModelError
 from cmpstore.streams.varint import encode_varint
+from cmpstore.synthetic import LENET, build_model
 
 SOURCE_CLASS = b"com.yahoo.ml.caffe.LMDB"  # CaffeOnSpark's value: 'c' opens a group that never ends
 
@@ -72,13 +74,25 @@ def test_the_parsed_net_leaves_only_that_field_out(caffe_on_spark):
     ]
 
 
-def test_deploy_refuses_naming_the_layer_and_the_field(caffe_on_spark, tmp_path):
+def test_deploy_of_a_net_without_cmp_layers_keeps_the_field(caffe_on_spark, tmp_path):
+    """Nothing to make stock: --deploy writes the net as it was, the field included."""
     api.encode(caffe_on_spark, tmp_path / "snapshot.cmps")
+    code, _, err = run_cli("decode", tmp_path / "snapshot.cmps", "--deploy", "-o", tmp_path / "deploy.caffemodel")
+    assert code == 0, err
+    assert (tmp_path / "deploy.caffemodel").read_bytes() == caffe_on_spark.read_bytes()
+
+
+def test_deploy_refuses_naming_the_layer_and_the_field(tmp_path):
+    """With Cmp layers to make stock, the net is rewritten through caffe.proto, which would drop the field."""
+    cmp_lenet = tuple(dataclasses.replace(spec, type="Cmp" + spec.type) for spec in LENET)
+    source = tmp_path / "cmp.caffemodel"
+    source.write_bytes(with_layer_field(caffemodel_bytes(build_model(cmp_lenet)), 0, source_class_field()))
+    api.encode(source, tmp_path / "snapshot.cmps")
     code, _, err = run_cli("decode", tmp_path / "snapshot.cmps", "--deploy", "-o", tmp_path / "deploy.caffemodel")
     assert code == 2
     assert err.strip().endswith(
         "snapshot.cmps: layer 'data' (#0) field 141 holds length-delimited bytes that do not parse as caffe.proto's "
-        "bias_param (a caffe.BiasParameter); --deploy rewrites the net with caffe.proto and would drop it"
+        "bias_param (a caffe.BiasParameter); deploy rewrites the net with caffe.proto and would drop it"
     )
     assert not (tmp_path / "deploy.caffemodel").exists()
 

