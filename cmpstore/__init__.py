@@ -7,6 +7,7 @@ model bit for bit.
 """
 
 from .api import (
+    caffemodel_bytes,
     compress,
     decode,
     detect_format,
@@ -16,6 +17,7 @@ from .api import (
     load_weights,
     report,
     save_model,
+    sparse_weights,
     verify,
 )
 from .compression.transform import compress_weights
@@ -28,6 +30,7 @@ __all__ = [
     "FormatError",
     "ModelError",
     "UsageError",
+    "caffemodel_bytes",
     "compress",
     "compress_weights",
     "decode",
@@ -38,5 +41,6 @@ __all__ = [
     "load_weights",
     "report",
     "save_model",
+    "sparse_weights",
     "verify",
 ]

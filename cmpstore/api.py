@@ -18,6 +18,7 @@ import numpy as np
 from . import formats, limits
 from .atomic import Placement, check_output, write_chunks
 from .caffe import netproto
+from .caffe.caffemodel import join_caffemodel
 from .caffe.model import Model
 from .cmps import container
 from .cmps.dense_writer import write_caffemodel
@@ -334,6 +335,55 @@ def load_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
 def weights_by_layer(model: Model, path: str | None = None) -> dict[str, list[np.ndarray]]:
     """The model's blobs by layer name, shaped (see :func:`load_weights`)."""
     return model.weights_by_layer(path)
+
+
+def caffemodel_bytes(source: str | os.PathLike | Model, *, deploy: bool = False) -> bytes:
+    """The binary caffemodel of a ``.cmps`` file (or any model file, or a Model), without a temporary file.
+
+    What ``cmpstore decode`` writes, as bytes: for OpenCV's
+    ``cv2.dnn.readNetFromCaffe(prototxt_bytes, model_bytes)`` or any reader
+    that takes a buffer.  ``deploy`` as for :func:`decode`.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> len(caffemodel_bytes(folder / "lenet.cmps"))
+    1724643
+    """
+    path = None if isinstance(source, Model) else os.fspath(source)
+    model = _checked(source) if path is None else load_model(path)
+    if deploy:
+        model = _deployed(model, path)
+    return b"".join(bytes(memoryview(chunk)) for chunk in join_caffemodel(model))
+
+
+def sparse_weights(source: str | os.PathLike, layer: str, blob: int = 0):
+    """One blob of a ``.cmps`` file as a ``scipy.sparse.csr_array``, built from its sparse entries.
+
+    An fc layer's weights are ``out x in``; a convolution's ``out_channels x
+    (in_channels * kh * kw)``; a 1-D blob is one row.  A sparse-coded blob is
+    never made dense on the way (see :mod:`cmpstore.sparse_matrix`).  Needs
+    scipy (``pip install 'cmpstore[sparse]'``).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> fc1 = sparse_weights(folder / "lenet.cmps", "fc1")
+    >>> fc1.shape, fc1.nnz
+    ((500, 800), 40000)
+    """
+    from .sparse_matrix import csr_from_cmps
+
+    path = os.fspath(source)
+    cmps = _open(path)
+    with reading(path):
+        return csr_from_cmps(cmps, layer, blob)
 
 
 def verify(original: str | os.PathLike, other: str | os.PathLike) -> list[str]:

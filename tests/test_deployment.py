@@ -1,0 +1,114 @@
+"""Deployment: caffemodel bytes from memory, OpenCV's dnn module as a consumer, sparse matrices for the user."""
+
+import numpy as np
+import pytest
+from common import CAFFE_DIR, shared_model
+
+from cmpstore import api
+from cmpstore.cmps.reader import open_cmps
+from cmpstore.codecs.sparse import SparseCodec
+from cmpstore.errors import UsageError
+from cmpstore.synthetic import LENET, build_model
+
+LENET_DEPLOY = CAFFE_DIR / "lenet_deploy.prototxt"
+
+
+@pytest.fixture
+def lenet(tmp_path):
+    """A pruned, shared LeNet (the synthetic example) as a caffemodel and as a .cmps file."""
+    source = tmp_path / "lenet.caffemodel"
+    api.save_model(build_model(LENET, seed=0), source)
+    encoded = tmp_path / "lenet.cmps"
+    api.encode(source, encoded)
+    return source, encoded
+
+
+def test_caffemodel_bytes_are_what_decode_writes(lenet, tmp_path):
+    source, encoded = lenet
+    api.decode(encoded, tmp_path / "decoded.caffemodel")
+    assert api.caffemodel_bytes(encoded) == (tmp_path / "decoded.caffemodel").read_bytes() == source.read_bytes()
+    assert api.caffemodel_bytes(api.load_model(source)) == source.read_bytes()
+
+
+def test_sparse_weights_hold_exactly_the_nonzeros(lenet):
+    source, encoded = lenet
+    dense = api.load_weights(source)
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        matrix = api.sparse_weights(encoded, layer)
+        weights = dense[layer][0]
+        assert matrix.shape == (weights.shape[0], weights[0].size)
+        assert matrix.nnz == np.count_nonzero(weights)
+        assert matrix.dtype == weights.dtype
+        assert np.array_equal(matrix.toarray().view(np.uint32), weights.reshape(matrix.shape).view(np.uint32))
+    bias = api.sparse_weights(encoded, "fc1", blob=1)
+    assert bias.shape == (1, 500) and np.array_equal(bias.toarray()[0], dense["fc1"][1])
+
+
+def test_a_sparse_coded_blob_is_never_made_dense(lenet, monkeypatch):
+    _, encoded = lenet
+    cmps = open_cmps(encoded)
+    fc1 = next(entry for entry in cmps.entries if entry.layer.name == "fc1" and entry.address.blob_index == 0)
+    assert isinstance(fc1.codec, SparseCodec)
+
+    def no_dense_decode(*args, **kwargs):
+        raise AssertionError("decoded densely")
+
+    monkeypatch.setattr(SparseCodec, "decode", no_dense_decode)
+    monkeypatch.setattr(SparseCodec, "windows", no_dense_decode)
+    assert api.sparse_weights(encoded, "fc1").nnz == 40000
+
+
+def test_sparse_weights_name_a_missing_layer(lenet):
+    _, encoded = lenet
+    with pytest.raises(UsageError, match="lenet.cmps: no values for layer 'fc9' blob 0 .*conv1, conv2, fc1, fc2"):
+        api.sparse_weights(encoded, "fc9")
+
+
+def _forward(net, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    for name, value in inputs.items():
+        net.setInput(value, name)
+    return net.forward()
+
+
+def test_opencv_reads_a_cmps_file_with_outputs_bit_identical_to_the_original(lenet):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Caffe importer; the deploy extra pins opencv-python-headless<5")
+    from cmpstore import opencv
+
+    source, encoded = lenet
+    image = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    original = _forward(cv2.dnn.readNetFromCaffe(str(LENET_DEPLOY), str(source)), {"data": image})
+    decoded = _forward(opencv.read_net(encoded, LENET_DEPLOY), {"data": image})
+    assert decoded.tobytes() == original.tobytes()
+
+
+def test_opencv_reads_the_shared_pruned_lenet(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Caffe importer")
+    from cmpstore import opencv
+
+    pruned = shared_model("lenet_pq_seed_schedule.caffemodel")
+    api.encode(pruned, tmp_path / "pq.cmps")
+    image = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    original = _forward(cv2.dnn.readNetFromCaffe(str(LENET_DEPLOY), str(pruned)), {"data": image})
+    assert (
+        _forward(opencv.read_net(tmp_path / "pq.cmps", LENET_DEPLOY), {"data": image}).tobytes() == original.tobytes()
+    )
+
+
+def test_opencv_missing_prototxt_is_one_error(lenet, tmp_path):
+    pytest.importorskip("cv2")
+    from cmpstore import opencv
+
+    _, encoded = lenet
+    with pytest.raises(UsageError, match="absent.prototxt: cannot read the deploy prototxt"):
+        opencv.read_net(encoded, tmp_path / "absent.prototxt")
+
+
+def test_caffemodel_bytes_of_a_model_are_checked():
+    model = build_model(LENET, seed=0)
+    model.payloads[0].values = model.payloads[0].values.astype(">f4")
+    with pytest.raises(UsageError, match="big-endian"):
+        api.caffemodel_bytes(model)
