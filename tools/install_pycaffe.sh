@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Build BVLC Caffe with its Python interface and cmpstore's CmpConvolution and
 # CmpInnerProduct layers (tools/caffe/) into a cache folder, from the PyPI
-# source distribution brocolli-caffe==9.0.2 and Debian packages. Idempotent: a
-# finished build of the same layer sources (its _caffe.so importable, the Cmp
-# layers registered) is reused.
+# source distribution brocolli-caffe==9.0.2 and Debian packages, with the LMDB
+# and LevelDB backends and OpenCV (Data and ImageData layers), and Caffe's own
+# tools (caffe, convert_imageset, compute_image_mean, upgrade_net_proto_text,
+# upgrade_net_proto_binary). Idempotent: a finished build of the same layer
+# sources and options (its _caffe.so importable, the Cmp layers registered, the
+# tools there) is reused.
 #
 #   tools/install_pycaffe.sh [--no-apt] [--cuda] [CACHE_DIR]
 #
@@ -14,6 +17,9 @@
 # CACHE_DIR defaults to $CMPSTORE_CAFFE_HOME, else ~/.cache/cmpstore/caffe.
 # On success the last line printed is the PYTHONPATH entry to use, e.g.
 #   export PYTHONPATH="$(tools/install_pycaffe.sh | tail -n 1)"
+# The tools' folder is logged on stderr and written, as an absolute path on one
+# line, to the file .cmpstore-tools beside that entry: <PYTHONPATH entry>/../.cmpstore-tools.
+# The tools run Caffe's layers but not Python ones (type: "Python"): they do not embed Python.
 #
 # Why not `pip install brocolli-caffe`: its setup.py insists on conda and
 # Python <= 3.9. Why CMake flags below: its CMakeLists hard-codes conda include
@@ -28,7 +34,16 @@ readonly DEBIAN_PACKAGES=(
     libboost-regex-dev libboost-python-dev
     libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
     libhdf5-dev libopenblas-dev libgtest-dev
+    liblmdb-dev libleveldb-dev libsnappy-dev
+    libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-highgui-dev
+    libopencv-videoio-dev
 )
+# Caffe's tools, as make targets (caffe.cpp's is caffe.bin: the library is caffe); each lands in
+# build/tools under its source's name.
+readonly TOOL_TARGETS=(caffe.bin convert_imageset compute_image_mean upgrade_net_proto_text upgrade_net_proto_binary)
+# What a build in the cache was configured for: part of its digest, so that an older build (one
+# without the backends or the tools) is rebuilt rather than reused.
+readonly BUILD_OPTIONS="lmdb leveldb opencv; tools: ${TOOL_TARGETS[*]}"
 # numpy's headers are built in; caffe/__init__ imports caffe.io, which imports skimage.io;
 # the generated caffe_pb2 imports google.protobuf (the range cmpstore itself needs).
 readonly PYTHON_PACKAGES=(numpy six scikit-image "protobuf>=7.35.1,<8")
@@ -50,21 +65,29 @@ here=$(cd "$(dirname "$0")" && pwd)
 variant=$([ "$cuda" = 1 ] && echo "-cuda" || true)
 src="$cache/brocolli-caffe-$VERSION$variant"
 pythonpath="$src/python"
-# What the Cmp layers are built from: a different digest means rebuild.
-layers_digest=$(cd "$here/caffe" && find . -type f ! -name '*.sh' -print0 | LC_ALL=C sort -z \
-    | xargs -0 sha256sum | sha256sum | cut -c1-16)
+tools="$src/build/tools"
+# What the Cmp layers are built from, and with what: a different digest means rebuild.
+layers_digest=$( (cd "$here/caffe" && find . -type f ! -name '*.sh' -print0 | LC_ALL=C sort -z \
+    | xargs -0 sha256sum; echo "$BUILD_OPTIONS") | sha256sum | cut -c1-16)
 
 log() { echo "install_pycaffe: $*" >&2; }
 
 importable() {
     (cd / && GLOG_minloglevel=2 PYTHONPATH="$pythonpath" "$python" -c \
-        'import caffe; assert {"CmpConvolution", "CmpInnerProduct"} <= set(caffe.layer_type_list())' \
+        'import caffe; assert {"CmpConvolution", "CmpInnerProduct", "ImageData"} <= set(caffe.layer_type_list())' \
         >/dev/null 2>&1)
 }
 
+tools_built() {
+    local target
+    for target in "${TOOL_TARGETS[@]}"; do
+        [ -x "$tools/${target%.bin}" ] || return 1
+    done
+}
+
 if [ -f "$pythonpath/caffe/_caffe.so" ] && [ "$(cat "$src/.cmpstore-layers" 2>/dev/null)" = "$layers_digest" ] \
-    && importable; then
-    log "reusing the build in $src"
+    && tools_built && importable; then
+    log "reusing the build in $src; Caffe's tools are in $tools"
     echo "$pythonpath"
     exit 0
 fi
@@ -138,25 +161,31 @@ mkdir -p "$build"
 log "configuring in $build"
 (
     cd "$build"
+    # WITH_PYTHON_LAYER is not in the flags: the patched CMake gives it to _caffe.so alone, as
+    # the tools, which do not embed Python, could not link a layer factory compiled with it.
+    # CMAKE_NO_BUILTIN_CHRPATH: else CMake ends the build tree's RUNPATH (_caffe.so's and the
+    # tools', to find libcaffe.so) with an empty entry, which the loader reads as the current folder.
     cmake .. "${device_flags[@]}" -DBUILD_python=ON -DUSE_HDF5=ON \
-        -DUSE_LMDB=OFF -DUSE_LEVELDB=OFF -DUSE_OPENCV=OFF \
-        -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release \
+        -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DUSE_OPENCV=ON \
+        -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_NO_BUILTIN_CHRPATH=ON \
         -DANACONDA_HOME=/nonexistent \
         -DPYTHON_EXECUTABLE="$(command -v "$python")" \
-        -DCMAKE_CXX_FLAGS="-I$python_include -I$numpy_include -I/usr/include/hdf5/serial -DWITH_PYTHON_LAYER" \
+        -DCMAKE_CXX_FLAGS="-I$python_include -I$numpy_include -I/usr/include/hdf5/serial" \
         -DCMAKE_SHARED_LINKER_FLAGS="-L$links -L/usr/lib/x86_64-linux-gnu/hdf5/serial" \
+        -DCMAKE_EXE_LINKER_FLAGS="-L/usr/lib/x86_64-linux-gnu/hdf5/serial" \
         >"$build/configure.log" 2>&1 || { tail -n 40 "$build/configure.log" >&2; exit 1; }
-    log "building pycaffe$variant (about 20 minutes on 2 cores); log: $build/make.log"
+    log "building pycaffe$variant and Caffe's tools (about 20 minutes on 2 cores); log: $build/make.log"
     # The pycaffe target also copies a caffe_pb2.py generated by Debian's protoc over the
     # shipped one, which predates protobuf 4 ("Descriptors cannot be created directly").
-    make -j"$(nproc)" pycaffe >"$build/make.log" 2>&1 || { tail -n 40 "$build/make.log" >&2; exit 1; }
+    make -j"$(nproc)" pycaffe "${TOOL_TARGETS[@]}" >"$build/make.log" 2>&1 \
+        || { tail -n 40 "$build/make.log" >&2; exit 1; }
 )
 
-
+echo "$tools" >"$src/.cmpstore-tools"
 echo "$layers_digest" >"$src/.cmpstore-layers"
 if [ "$cuda" = 1 ]; then
     # A GPU build imports only where its libraries load; without a GPU it cannot be run here.
-    log "done: the GPU variant is in $src (put $toolkit/lib on LD_LIBRARY_PATH where it runs)"
+    log "done: the GPU variant is in $src, Caffe's tools in $tools (put $toolkit/lib on LD_LIBRARY_PATH where they run)"
     echo "$pythonpath"
     exit 0
 fi
@@ -165,5 +194,5 @@ if ! importable; then
     (cd / && PYTHONPATH="$pythonpath" "$python" -c 'import caffe; print(caffe.layer_type_list())') >&2 || true
     exit 1
 fi
-log "done"
+log "done; Caffe's tools are in $tools"
 echo "$pythonpath"

@@ -3,7 +3,7 @@
 
     python3 tools/caffe/patch_caffe.py CAFFE_SOURCE_DIR
 
-Three changes, each checked against the exact upstream text it replaces, so a
+The changes, each checked against the exact upstream text it replaces, so a
 Caffe whose sources differ fails here with a message instead of building
 something else:
 
@@ -26,7 +26,20 @@ something else:
   ``proposal_layer.cu`` instantiates a ``Backward_gpu`` that nothing defines; the
   patch defines it as the empty function its CPU twin is.  Six of its layers
   (ReLU6, HardSigmoid, ...) have no GPU code at all; a GPU build runs their CPU
-  code instead of leaving ``_caffe.so`` with undefined symbols;
+  code instead of leaving ``libcaffe.so`` with undefined symbols;
+* the build files, for the data layers and Caffe's tools: the sdist declares
+  ``USE_LMDB``, ``USE_LEVELDB`` and ``USE_OPENCV`` but never acts on them, has no
+  Caffe library, and leaves out ``tools/``, whose targets link a ``caffe`` target
+  that does not exist.  The patched files find LMDB, LevelDB (with Snappy) and
+  OpenCV's core, imgproc, imgcodecs, highgui and videoio modules for the options
+  that are on, build ``libcaffe.so``, link ``_caffe.so`` and the tools (``caffe``,
+  ``convert_imageset``, ...) to it, and compile the layer factory into each of them,
+  ``_caffe.so``'s with the Python layer;
+* the sources that use OpenCV: the SSD code spells OpenCV 2's C names
+  (``CV_LOAD_IMAGE_COLOR``, ``CV_FILLED``, ``CV_FOURCC``, ...), which OpenCV 4 removed;
+  they become the ``cv::`` names OpenCV 3 and 4 share, and ``video_data_layer.hpp``
+  includes ``opencv2/videoio.hpp`` rather than ``opencv2/opencv.hpp``, which
+  includes every module OpenCV was built with (calib3d, dnn, ...);
 * the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
   in, where Caffe's CMake globs pick them up.
 
@@ -95,13 +108,19 @@ DEVICE_QUERY_FIELDS = {
     "prop.kernelExecTimeoutEnabled": "DeviceAttribute(cudaDevAttrKernelExecTimeout, device)",
 }
 
-# (file, upstream text, replacement): the GPU build (see the module docstring).
-GPU_BUILD = (
+# (file, upstream text, replacement): the GPU build, the data layers and the tools (see the
+# module docstring).
+BUILD_FILES = (
     (
         "CMakeLists.txt",
         "add_definitions( -DCPU_ONLY=1 )\n",
         "# cmpstore: CPU_ONLY only when asked for, so that -DCPU_ONLY=OFF builds for the GPU.\n"
         "if(NOT DEFINED CPU_ONLY OR CPU_ONLY)\n  add_definitions(-DCPU_ONLY=1)\nendif()\n",
+    ),
+    (
+        "CMakeLists.txt",
+        "# add_subdirectory(tools)\n",
+        "add_subdirectory(tools)  # cmpstore: Caffe's command-line tools, linked to libcaffe.so\n",
     ),
     (
         "cmake/Dependencies.cmake",
@@ -110,21 +129,101 @@ GPU_BUILD = (
         "include(cmake/Cuda.cmake)\n"
         "if(NOT CPU_ONLY AND NOT HAVE_CUDA)\n"
         '  message(FATAL_ERROR "CPU_ONLY=OFF, but no CUDA toolkit was found (set CUDA_TOOLKIT_ROOT_DIR)")\n'
+        "endif()\n"
+        "if(HAVE_CUDA)\n"
+        "  include_directories(SYSTEM ${CUDA_INCLUDE_DIRS})\n"
+        "endif()\n\n"
+        "# ---[ LMDB, LevelDB and OpenCV (cmpstore: the sdist has the options, but nothing reads them)\n"
+        "# Directory-wide definitions and include paths, as nvcc sees only those; Caffe_IO_LIBS is\n"
+        "# what libcaffe.so links for them.\n"
+        "set(Caffe_IO_LIBS)\n"
+        "if(USE_LMDB)\n"
+        "  find_package(LMDB REQUIRED)\n"
+        "  include_directories(SYSTEM ${LMDB_INCLUDE_DIR})\n"
+        "  list(APPEND Caffe_IO_LIBS ${LMDB_LIBRARIES})\n"
+        "  add_definitions(-DUSE_LMDB)\n"
+        "  if(ALLOW_LMDB_NOLOCK)\n"
+        "    add_definitions(-DALLOW_LMDB_NOLOCK)\n"
+        "  endif()\n"
+        "endif()\n"
+        "if(USE_LEVELDB)\n"
+        "  find_package(LevelDB REQUIRED)\n"
+        "  find_package(Snappy REQUIRED)\n"
+        "  include_directories(SYSTEM ${LevelDB_INCLUDES} ${Snappy_INCLUDE_DIR})\n"
+        "  list(APPEND Caffe_IO_LIBS ${LevelDB_LIBRARIES} ${Snappy_LIBRARIES})\n"
+        "  add_definitions(-DUSE_LEVELDB)\n"
+        "endif()\n"
+        "if(USE_OPENCV)\n"
+        "  # Debian ships OpenCV's CMake package only with all of its modules (libopencv-dev).\n"
+        "  find_path(OpenCV_INCLUDE_DIR opencv2/core.hpp PATH_SUFFIXES opencv4 REQUIRED)\n"
+        "  include_directories(SYSTEM ${OpenCV_INCLUDE_DIR})\n"
+        "  foreach(module core imgproc imgcodecs highgui videoio)\n"
+        "    find_library(OpenCV_${module}_LIBRARY opencv_${module} REQUIRED)\n"
+        "    list(APPEND Caffe_IO_LIBS ${OpenCV_${module}_LIBRARY})\n"
+        "  endforeach()\n"
+        '  message(STATUS "Found OpenCV (include: ${OpenCV_INCLUDE_DIR})")\n'
+        "  add_definitions(-DUSE_OPENCV)\n"
         "endif()\n\n"
         "# ---[ Google-protobuf\n",
     ),
     (
-        "python/CMakeLists.txt",
-        "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n",
-        "if(HAVE_CUDA)  # cmpstore: the GPU code, compiled by nvcc into the same module\n"
-        "  include_directories(${CUDA_INCLUDE_DIRS})\n"
-        "  caffe_cuda_compile(cuda_objs ${cuda})\n"
-        "  list(APPEND srcs ${cuda_objs})\n"
-        "endif()\n"
-        "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n"
+        "src/caffe/CMakeLists.txt",
+        "# add_library(caffe ${srcs})\n"
+        "# target_link_libraries(caffe proto -lglog -lprotobuf -lboost_thread -lboost_system"
+        " -lboost_filesystem -lboost_regex -lhdf5_hl -lhdf5 -lopenblas)\n"
+        "# caffe_default_properties(caffe)\n"
+        "# target_include_directories(caffe PUBLIC\n"
+        "#                                  $<BUILD_INTERFACE:${Caffe_INCLUDE_DIR}>\n"
+        "#                                  $<INSTALL_INTERFACE:include>)\n"
+        "# set_target_properties(caffe PROPERTIES\n"
+        "#     VERSION   ${CAFFE_TARGET_VERSION}\n"
+        "#     SOVERSION ${CAFFE_TARGET_SOVERSION}\n"
+        "#     )\n",
+        "# cmpstore: libcaffe.so, for _caffe.so (python/) and Caffe's tools (tools/) to link. The layer\n"
+        "# factory is not in it: each of them compiles its own, _caffe.so's with the Python layer and\n"
+        "# the tools' without, as they do not embed Python (one in both would register every layer\n"
+        "# twice). proto stays private: one copy of caffe.pb.cc in the process, here.\n"
+        'list(FILTER srcs EXCLUDE REGEX "/src/caffe/layer_factory\\\\.cpp$")\n'
+        "add_library(caffe SHARED ${srcs})\n"
+        "target_include_directories(caffe PUBLIC ${Caffe_INCLUDE_DIR})\n"
+        "target_link_libraries(caffe PRIVATE proto PUBLIC ${Caffe_IO_LIBS} -lglog -lgflags -lprotobuf\n"
+        "  -lboost_thread -lboost_system -lboost_filesystem -lboost_regex -lhdf5_hl -lhdf5 -lopenblas)\n"
         "if(HAVE_CUDA)\n"
-        "  target_link_libraries(pycaffe ${CUDA_CUDART_LIBRARY} ${CUDA_curand_LIBRARY} ${CUDA_CUBLAS_LIBRARIES})\n"
-        "endif()\n",
+        "  target_link_libraries(caffe PUBLIC ${CUDA_CUDART_LIBRARY} ${CUDA_curand_LIBRARY} ${CUDA_CUBLAS_LIBRARIES})\n"
+        "endif()\n"
+        "caffe_default_properties(caffe)\n",
+    ),
+    (
+        "python/CMakeLists.txt",
+        "# --[ Caffe library\n\n"
+        "# creates 'test_srcs', 'srcs', 'test_cuda', 'cuda' lists\n"
+        "caffe_pickup_caffe_sources(${PROJECT_SOURCE_DIR})\n"
+        "include_directories(${Caffe_INCLUDE_DIR})\n\n"
+        "add_library(pycaffe SHARED ${python_srcs} ${srcs})\n"
+        "target_link_libraries(pycaffe proto -lglog -lprotobuf -lboost_thread -lboost_system -lboost_filesystem"
+        " -lboost_regex -lboost_python -lhdf5_hl -lhdf5 -lopenblas)\n",
+        "# cmpstore: Caffe itself is libcaffe.so (src/caffe); _caffe.so adds the bindings and the layer\n"
+        '# factory, with the Python layer (type: "Python").\n'
+        "add_library(pycaffe SHARED ${python_srcs} ${PROJECT_SOURCE_DIR}/src/caffe/layer_factory.cpp)\n"
+        "target_compile_definitions(pycaffe PRIVATE WITH_PYTHON_LAYER)\n"
+        "target_link_libraries(pycaffe caffe -lboost_python)\n",
+    ),
+    (
+        "tools/CMakeLists.txt",
+        "# Build each source file independently\n",
+        "# cmpstore: libcaffe.so leaves the layer factory to what links it (src/caffe/CMakeLists.txt);\n"
+        "# the tools' is compiled once for all of them.\n"
+        "add_library(caffe_tools_layer_factory OBJECT ${PROJECT_SOURCE_DIR}/src/caffe/layer_factory.cpp)\n"
+        "add_dependencies(caffe_tools_layer_factory proto)\n\n"
+        "# Build each source file independently\n",
+    ),
+    (
+        "tools/CMakeLists.txt",
+        "  add_executable(${name} ${source})\n"
+        "  target_link_libraries(${name} caffe -lglog -lgflags -lprotobuf -lboost_thread -lboost_system"
+        " -lboost_filesystem -lboost_regex -lhdf5_hl -lhdf5 -lopenblas)\n",
+        "  add_executable(${name} ${source} $<TARGET_OBJECTS:caffe_tools_layer_factory>)\n"
+        "  target_link_libraries(${name} caffe)  # cmpstore: libcaffe.so brings the rest\n",
     ),
     (
         "src/caffe/layers/proposal_layer.cu",
@@ -134,6 +233,44 @@ GPU_BUILD = (
         "void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,\n"
         "    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}\n\n"
         "INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);",
+    ),
+)
+
+# OpenCV 2's C names that OpenCV 4 removed, and the cv:: names OpenCV 3 and 4 share.
+OPENCV4_NAMES = {
+    "CV_LOAD_IMAGE_COLOR": "cv::IMREAD_COLOR",
+    "CV_LOAD_IMAGE_GRAYSCALE": "cv::IMREAD_GRAYSCALE",
+    "CV_IMWRITE_JPEG_QUALITY": "cv::IMWRITE_JPEG_QUALITY",
+    "CV_FILLED": "cv::FILLED",
+    "CV_FOURCC": "cv::VideoWriter::fourcc",
+    "CV_CAP_PROP_FRAME_COUNT": "cv::CAP_PROP_FRAME_COUNT",
+    "CV_CAP_PROP_POS_FRAMES": "cv::CAP_PROP_POS_FRAMES",
+    "CV_BGR2GRAY": "cv::COLOR_BGR2GRAY",
+    "CV_GRAY2BGR": "cv::COLOR_GRAY2BGR",
+    "CV_BGR2YCrCb": "cv::COLOR_BGR2YCrCb",
+    "CV_YCrCb2BGR": "cv::COLOR_YCrCb2BGR",
+    "CV_BGR2HSV": "cv::COLOR_BGR2HSV",
+    "CV_BGR2Lab": "cv::COLOR_BGR2Lab",
+    "CV_THRESH_BINARY_INV": "cv::THRESH_BINARY_INV",
+    "CV_THRESH_OTSU": "cv::THRESH_OTSU",
+}
+OPENCV4_SOURCES = (
+    "src/caffe/util/io.cpp",
+    "src/caffe/util/bbox_util.cpp",
+    "src/caffe/util/im_transforms.cpp",
+    "src/caffe/layers/window_data_layer.cpp",
+    "src/caffe/layers/video_data_layer.cpp",
+)
+# (file, upstream text, replacement): includes that OpenCV 4 lacks or that reach past Debian's packages.
+OPENCV4_INCLUDES = (
+    # The C API header served only the CV_LOAD_IMAGE_* names.
+    ("src/caffe/util/io.cpp", "#include <opencv2/highgui/highgui_c.h>\n", ""),
+    ("src/caffe/layers/window_data_layer.cpp", "#include <opencv2/highgui/highgui_c.h>\n", ""),
+    (
+        "include/caffe/layers/video_data_layer.hpp",
+        "#if OPENCV_VERSION == 3\n#include <opencv2/videoio.hpp>\n#else\n#include <opencv2/opencv.hpp>\n"
+        "#endif  // OPENCV_VERSION == 3\n",
+        "#include <opencv2/videoio.hpp>  // cmpstore: not opencv.hpp, which includes every module\n",
     ),
 )
 
@@ -186,6 +323,19 @@ def with_device_attributes(text: str, path: Path) -> str:
     for field, replacement in DEVICE_QUERY_FIELDS.items():
         text = replaced_once(text, field, replacement, path)
     return text
+
+
+def with_opencv4_names(text: str, path: Path) -> str:
+    """Replace the removed names in code; the ``#define`` lines of a CV_VERSION_MAJOR == 3 block stay."""
+    pattern = re.compile(r"\b(" + "|".join(OPENCV4_NAMES) + r")\b")
+    lines = text.splitlines(keepends=True)
+    replaced = [
+        line if line.lstrip().startswith("#define") else pattern.sub(lambda m: OPENCV4_NAMES[m[1]], line)
+        for line in lines
+    ]
+    if replaced == lines:
+        fail(f"{path}: none of OpenCV's removed names to replace")
+    return "".join(replaced)
 
 
 def patch(path: Path, *edits) -> None:
@@ -257,10 +407,18 @@ def main(argv: list[str]) -> int:
     patch(root / "include/caffe/layer.hpp", with_layer_hook)
     patch(root / "src/caffe/net.cpp", with_net_hooks)
     patch(root / "src/caffe/common.cpp", with_device_attributes)
-    for name, anchor, replacement in GPU_BUILD:
-        patch(root / name, lambda text, path, a=anchor, r=replacement: replaced_once(text, a, r, path))
+    # patch() starts from the sdist's text each time: all of a file's edits go in one call.
+    edits: dict[Path, list] = {}
+    for name, anchor, replacement in BUILD_FILES + OPENCV4_INCLUDES:
+        edits.setdefault(root / name, []).append(
+            lambda text, path, a=anchor, r=replacement: replaced_once(text, a, r, path)
+        )
+    for name in OPENCV4_SOURCES:
+        edits.setdefault(root / name, []).append(with_opencv4_names)
     for source, layer in layers_without_gpu_code(root).items():
-        patch(source, with_cpu_fallback(layer))
+        edits.setdefault(source, []).append(with_cpu_fallback(layer))
+    for path, file_edits in edits.items():
+        patch(path, *file_edits)
     # The sdist ships a caffe.pb.h from an old protoc, without the Cmp fields; the build generates
     # the right one, but nvcc's include order would find this one first.
     (root / "include/caffe/proto/caffe.pb.h").unlink(missing_ok=True)
