@@ -21,7 +21,7 @@ from .caffe import netproto
 from .caffe.caffemodel import join_caffemodel
 from .caffe.model import Model
 from .cmps import container
-from .cmps.dense_writer import write_caffemodel
+from .cmps.dense_writer import caffemodel_buffer, write_caffemodel
 from .cmps.reader import CmpsFile, open_cmps
 from .cmps.writer import SPARSE_CODERS, encode_model
 from .compression import selectors, settings
@@ -353,11 +353,26 @@ def caffemodel_bytes(source: str | os.PathLike | Model, *, deploy: bool = False)
     >>> len(caffemodel_bytes(folder / "lenet.cmps"))
     1724643
     """
+    return caffemodel_array(source, deploy=deploy).tobytes()
+
+
+def caffemodel_array(source: str | os.PathLike | Model, *, deploy: bool = False) -> np.ndarray:
+    """:func:`caffemodel_bytes` as a uint8 numpy array, without the copy into a ``bytes`` object.
+
+    A ``.cmps`` file is decoded straight into the array, each blob at its
+    place (:func:`cmpstore.cmps.dense_writer.caffemodel_buffer`); what
+    ``cv2.dnn.readNetFromCaffe`` takes as it is.
+    """
     path = None if isinstance(source, Model) else os.fspath(source)
+    opened = formats.Source.open(path) if path is not None else None
+    if opened is not None and formats.sniff(opened) is formats.CMPS:
+        cmps = _open(opened)  # a pipe's bytes, read once, or the file mapped
+        with reading(path):
+            return caffemodel_buffer(cmps, deploy=deploy)
     model = _checked(source) if path is None else load_model(path)
     if deploy:
         model = _deployed(model, path)
-    return b"".join(bytes(memoryview(chunk)) for chunk in join_caffemodel(model))
+    return np.frombuffer(b"".join(bytes(memoryview(chunk)) for chunk in join_caffemodel(model)), dtype=np.uint8)
 
 
 def sparse_weights(source: str | os.PathLike, layer: str, blob: int = 0):

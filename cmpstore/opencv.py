@@ -27,7 +27,7 @@ def read_net(source: str | os.PathLike, prototxt: str | os.PathLike, *, deploy: 
     >>> net = read_net("lenet.cmps", "lenet_deploy.prototxt")  # doctest: +SKIP
     >>> net.setInput(image_blob); scores = net.forward()  # doctest: +SKIP
     """
-    from .api import caffemodel_bytes
+    from .api import caffemodel_array
 
     try:
         import cv2
@@ -44,10 +44,10 @@ def read_net(source: str | os.PathLike, prototxt: str | os.PathLike, *, deploy: 
             net_text = stream.read()
     except OSError as exc:
         raise UsageError(f"cannot read the deploy prototxt ({exc.strerror})", path=prototxt) from None
-    weights = caffemodel_bytes(source, deploy=deploy)
+    weights = caffemodel_array(source, deploy=deploy)
     try:
         # As uint8 arrays: OpenCV's Python binding takes a bytes object for a file name.
-        return cv2.dnn.readNetFromCaffe(np.frombuffer(net_text, np.uint8), np.frombuffer(weights, np.uint8))
+        return cv2.dnn.readNetFromCaffe(np.frombuffer(net_text, np.uint8), weights)
     except cv2.error as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         raise UsageError(f"OpenCV cannot load this net: {lines[-1] if lines else exc}", path=prototxt) from None

@@ -125,3 +125,16 @@ def test_workers_are_bounded_by_the_cpus_and_the_blobs():
     assert dense_writer.worker_count(10**6, 3, 1 << 30) <= 3
     assert dense_writer.worker_count(10**6, 1000, 1 << 30) <= (os.cpu_count() or 1)
     assert dense_writer.worker_count(None, 1000, 1) == 1  # small models stay in-process
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [lenet_like_bytes(), layer_net_bytes(), legacy_net_bytes(), legacy_net_bytes(double=True)],
+    ids=["lenet", "layers", "legacy", "double"],
+)
+@pytest.mark.parametrize("coder", ["huffman", "ans"])
+def test_in_memory_buffer_is_the_file_decode_writes(tmp_path, raw, coder):
+    cmps = encoded(raw, coder=coder)
+    assert dense_writer.caffemodel_buffer(cmps).tobytes() == raw
+    dense_writer.write_caffemodel(cmps, tmp_path / "deploy.caffemodel", deploy=True)
+    assert dense_writer.caffemodel_buffer(cmps, deploy=True).tobytes() == (tmp_path / "deploy.caffemodel").read_bytes()
