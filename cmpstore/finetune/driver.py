@@ -126,6 +126,14 @@ class _Run:
 
 def run(job: Job) -> list[StageRecord]:
     """Run (or resume) every stage, then encode the result and log its report."""
+    shared = prepare(job)
+    fed, base_solver = shared.fed, shared.base_solver
+    stage_dirs = [_write_stage_files(job, fed, base_solver, index) for index in range(len(job.schedule.stages))]
+    return _dry_run_or_train(job, shared, stage_dirs)
+
+
+def prepare(job: Job) -> _Run:
+    """Read and check the net, the solver and the data before anything runs; what every stage shares."""
     if job.backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {job.backend!r}")
     base_solver = netproto.read_solver_prototxt(job.solver)
@@ -155,7 +163,11 @@ def run(job: Job) -> list[StageRecord]:
                 path=job.solver,
             )
         test_iter = base_solver.test_iter[0]
-    stage_dirs = [_write_stage_files(job, fed, base_solver, index) for index in range(len(job.schedule.stages))]
+    return _Run(job, fed, base_solver, scores, test_iter)
+
+
+def _dry_run_or_train(job: Job, shared: _Run, stage_dirs: list[str]) -> list[StageRecord]:
+    fed = shared.fed
     if job.dry_run:
         for stage_dir in stage_dirs:
             job.log(f"wrote {os.path.join(stage_dir, 'net.prototxt')} and solver.prototxt")
@@ -165,7 +177,7 @@ def run(job: Job) -> list[StageRecord]:
     check_output(job.output, Placement.of(job.force, [job.weights]))  # before hours of training, not after
     caffe = _import_caffe(job)
     eval_net = _write_eval_net(job, fed)
-    shared = _Run(job, fed, base_solver, scores, test_iter)
+    scores = shared.scores
     if any(state.finished(stage_dir) is None for stage_dir in stage_dirs):
         check_in_caffe(os.path.join(stage_dirs[0], "net.prototxt"), job.weights, job.gpu, _caffe_env(job), job.net)
     if state.pretrained_accuracy is None:
