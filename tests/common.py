@@ -133,7 +133,7 @@ def run_caffe(env: dict, *args: str, check: bool = True) -> subprocess.Completed
 LENET_EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "tools" / "examples" / "lenet"
 
 
-def run_finetune(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caffemodel"):
+def run_finetune(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caffemodel", cwd=None):
     """Run ``cmpstore finetune`` on the shipped LeNet net and solver with ``options``."""
     command = [
         sys.executable, "-m", "cmpstore", "finetune",
@@ -141,4 +141,4 @@ def run_finetune(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caf
         "--solver", str(LENET_EXAMPLE / "lenet_solver.prototxt"),
         "--weights", str(weights), *map(str, options),
     ]  # fmt: skip
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200, cwd=cwd)

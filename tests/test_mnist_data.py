@@ -247,7 +247,8 @@ def test_mnist_path_reads_the_pkl_gz_and_the_wheel(installed_mnist, tmp_path):
 def test_without_data_the_driver_reads_the_nets_own_data_layers(tmp_path):
     """No silent MNIST: the shipped LeNet names LMDBs, which are not here, and the driver says so."""
     done = run_finetune(
-        "--layer", "conv1:0.33:256", "--iterations", "1,1", "--backend", "cmp", "--dry-run", "--work-dir", tmp_path
+        "--layer", "conv1:0.33:256", "--iterations", "1,1", "--backend", "cmp", "--dry-run", "--work-dir", tmp_path,
+        cwd=tmp_path,  # Caffe opens the net's relative sources from here, as the driver does
     )  # fmt: skip
     assert done.returncode == 2
     assert "layer 'mnist': data_param source 'examples/mnist/mnist_train_lmdb' (LMDB) does not exist" in done.stderr
