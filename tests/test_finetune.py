@@ -428,3 +428,42 @@ def test_a_data_layers_batch_size_comes_from_its_own_parameter():
     )
     net = text_format.Parse(text, netproto.NetParameter())
     assert datalayers.batch_size(net.layer[0], "net.prototxt") == 64
+
+
+@pytest.mark.parametrize("which", ["schedule", "net", "solver", "data"])
+def test_the_output_never_replaces_an_input_even_with_force(tmp_path, which):
+    dataset = tmp_path / "d.npz"
+    images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+    np.savez(dataset, train_data=images, train_labels=labels, test_data=images, test_labels=labels)
+    plan = tmp_path / "schedule.json"
+    plan.write_text(SEED_SCHEDULE.read_text())
+    net, solver = tmp_path / "net.prototxt", tmp_path / "solver.prototxt"
+    net.write_text((LENET / "lenet_train_test.prototxt").read_text())
+    solver.write_text((LENET / "lenet_solver.prototxt").read_text())
+    weights = tmp_path / "w.caffemodel"
+    api.save_model(build_model(), weights)
+    target = {"schedule": plan, "net": net, "solver": solver, "data": dataset}[which]
+    before = target.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "cmpstore", "finetune", "--net", net, "--solver", solver, "--weights", weights,
+         "--schedule", plan, "--data", dataset, "--work-dir", tmp_path / "w", "-o", target, "--force"],
+        env=ROOT_ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "refusing to overwrite an input of this command" in done.stderr, done.stderr
+    assert target.read_bytes() == before
+
+
+def test_an_input_where_the_driver_writes_is_refused(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    net = work / "eval.prototxt"
+    net.write_text((LENET / "lenet_train_test.prototxt").read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "cmpstore", "finetune", "--net", net, "--solver", LENET / "lenet_solver.prototxt",
+         "--weights", "absent.caffemodel", "--layer", "fc1:0.9:16", "--iterations", "1,1", "--data", "mnist5k",
+         "--dry-run", "--work-dir", work],
+        env=ROOT_ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "eval.prototxt: is an input of this run, and lies where the driver writes its own files" in done.stderr
+    assert net.read_text() == (LENET / "lenet_train_test.prototxt").read_text()

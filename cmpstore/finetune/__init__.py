@@ -119,6 +119,11 @@ def finetune(
         verbose=verbose,
         bar=progress_bar,
         data_spec=data or "",
+        inputs=tuple(
+            os.fspath(path)
+            for path in (schedule, data)
+            if isinstance(path, (str, os.PathLike)) and os.path.isfile(os.fspath(path))
+        ),
         log=log,
     )
     return run(job)

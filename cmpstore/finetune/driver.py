@@ -99,6 +99,7 @@ class Job:
     verbose: bool = False  # Caffe's own log lines on stderr
     bar: bool = False  # a progress bar over the whole schedule
     data_spec: str = ""  # what --data said, for the state's identity
+    inputs: tuple[str, ...] = ()  # other files read (a schedule, an .npz): never overwritten
     log: Callable[[str], None] = print
 
 
@@ -137,6 +138,7 @@ def prepare(job: Job) -> _Run:
     if job.backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {job.backend!r}")
     base_solver = netproto.read_solver_prototxt(job.solver)
+    _check_inputs_outside_driver_files(job)
     os.makedirs(job.work_dir, exist_ok=True)
     base_net = _train_val_net(job)
     _check_layers(base_net, job)
@@ -174,7 +176,8 @@ def _dry_run_or_train(job: Job, shared: _Run, stage_dirs: list[str]) -> list[Sta
         return []
     _check_weights(job)
     state = _State.load(job)  # another run in this work directory is the first thing to say
-    check_output(job.output, Placement.of(job.force, [job.weights]))  # before hours of training, not after
+    # Before hours of training, not after; no input may become the output, --force or not.
+    check_output(job.output, Placement.of(job.force, _inputs(job)))
     caffe = _import_caffe(job)
     eval_net = _write_eval_net(job, fed)
     scores = shared.scores
@@ -552,6 +555,26 @@ def _log(shared: _Run, line: str) -> None:
         shared.bar.write(line, file=sys.stderr)
     else:
         shared.job.log(line)
+
+
+def _inputs(job: Job) -> list[str]:
+    return [job.net, job.solver, job.weights, *job.inputs]
+
+
+def _check_inputs_outside_driver_files(job: Job) -> None:
+    """Refuse an input that lies where the driver writes its own files (eval.prototxt, state.json, stage folders)."""
+    root = os.path.realpath(job.work_dir)
+    for path in _inputs(job):
+        relative = os.path.relpath(os.path.realpath(path), root)
+        first = relative.split(os.sep)[0]
+        if first == ".." or os.path.isabs(relative):
+            continue
+        if first in ("eval.prototxt", STATE_FILE) or re.match(r"\d{2}-", first):
+            raise UsageError(
+                f"is an input of this run, and lies where the driver writes its own files in the work directory "
+                f"{job.work_dir}; use another --work-dir",
+                path=path,
+            )
 
 
 def _write_text(path: str, text: str) -> None:
