@@ -3,7 +3,9 @@
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import threading
+import time
 
 import pytest
 from nets import layer_net_bytes, legacy_net_bytes, lenet_like_bytes
@@ -138,3 +140,20 @@ def test_in_memory_buffer_is_the_file_decode_writes(tmp_path, raw, coder):
     assert dense_writer.caffemodel_buffer(cmps).tobytes() == raw
     dense_writer.write_caffemodel(cmps, tmp_path / "deploy.caffemodel", deploy=True)
     assert dense_writer.caffemodel_buffer(cmps, deploy=True).tobytes() == (tmp_path / "deploy.caffemodel").read_bytes()
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    """As when the OOM killer takes a worker: one line, and no partial file left."""
+    if "fork" not in multiprocessing.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs fork and two CPUs")
+
+    def die(self, index):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(dense_writer._Write, "blob", die)  # inherited by the forked workers
+    output = tmp_path / "out.caffemodel"
+    began = time.monotonic()
+    with pytest.raises(UsageError, match=r"out.caffemodel: a decode worker was killed by SIGKILL \(out of memory\?\)"):
+        dense_writer.write_caffemodel(encoded(lenet_like_bytes()), output, workers=2)
+    assert time.monotonic() - began < 60
+    assert list(tmp_path.iterdir()) == []

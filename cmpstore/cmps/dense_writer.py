@@ -107,16 +107,55 @@ def write_caffemodel(
                     number = next(_write_numbers)
                     _writes[number] = write
                 try:
-                    # Leaving the block by any exception, Ctrl-C and SIGTERM included, terminates the workers.
-                    with multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker) as pool:
-                        for done in pool.imap(_write_blob, [(number, index) for index in tasks]):
-                            progress(*done)
+                    _write_in_workers(workers, [(number, index) for index in tasks], progress, os.fspath(output))
                 finally:
                     with _writes_lock:
                         del _writes[number]
     except OSError as exc:
         raise UsageError(f"cannot write ({exc.strerror})", path=os.fspath(output)) from None
     return total
+
+
+#: Seconds between looks at the workers while waiting for a blob.
+_WORKER_POLL_SECONDS = 0.5
+
+
+def _write_in_workers(workers: int, tasks: list, progress, output: str) -> None:
+    """Write the blobs in forked workers; a worker that dies is an error, never a wait forever.
+
+    ``Pool`` replaces a worker that dies (the OOM killer's SIGKILL, a SIGBUS
+    from an input truncated while mapped, an abort) and loses its task, so
+    the result it owed would never come: the workers it started with are
+    watched, and the first that is gone ends the write.  Waiting in short
+    steps also lets the parent's signal handlers run.  Leaving the pool by
+    any exception, Ctrl-C and SIGTERM included, terminates the workers.
+    """
+    context = multiprocessing.get_context("fork")
+    before = set(multiprocessing.active_children())
+    with context.Pool(workers, initializer=_start_worker) as pool:
+        started = [child for child in multiprocessing.active_children() if child not in before]
+        results = pool.imap(_write_blob, tasks)
+        for _ in tasks:
+            while True:
+                try:
+                    done = results.next(timeout=_WORKER_POLL_SECONDS)
+                    break
+                except multiprocessing.TimeoutError:
+                    gone = [child for child in started if child.exitcode is not None]
+                    if gone:
+                        raise UsageError(f"a decode worker {_death(gone[0].exitcode)}", path=output) from None
+            progress(*done)
+
+
+def _death(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {exitcode}"
 
 
 def caffemodel_buffer(cmps: CmpsFile, *, deploy: bool = False) -> np.ndarray:
