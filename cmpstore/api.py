@@ -375,6 +375,38 @@ def caffemodel_array(source: str | os.PathLike | Model, *, deploy: bool = False)
     return np.frombuffer(b"".join(bytes(memoryview(chunk)) for chunk in join_caffemodel(model)), dtype=np.uint8)
 
 
+def export_onnx(
+    source: str | os.PathLike,
+    prototxt: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    force: bool = False,
+) -> bytes:
+    """The model as ONNX: the deploy ``prototxt`` with the weights of ``source`` (a ``.cmps`` or any model file).
+
+    cmpstore's own converter (:mod:`cmpstore.onnx_export`): opset
+    ``onnx_export.OPSET_VERSION``, static shapes from the prototxt (or
+    ``input_shapes``), float16 and float64 blobs as float32, every model
+    checked by ``onnx.checker`` in full.  An unknown layer type is an error
+    naming the layer; an SSD net stops before DetectionOutput, whose inputs
+    become the outputs (the model's ``doc_string`` says so).  Returns the
+    bytes; with ``output``, also writes them there, atomically.  Needs the
+    ``onnx`` extra.
+    """
+    from . import onnx_export
+
+    path, prototxt = os.fspath(source), os.fspath(prototxt)
+    if output is not None:
+        check_output(output, Placement.of(force, [path, prototxt]))
+    net = netproto.read_prototxt(prototxt)
+    shapes = {name: [int(dim) for dim in dims] for name, dims in (input_shapes or {}).items()}
+    data = onnx_export.onnx_bytes(net, load_weights(path), input_shapes=shapes)
+    if output is not None:
+        write_chunks(output, [data], Placement.of(force, [path, prototxt]))
+    return data
+
+
 def sparse_weights(source: str | os.PathLike, layer: str, blob: int = 0):
     """One blob of a ``.cmps`` file as a ``scipy.sparse.csr_array``, built from its sparse entries.
 

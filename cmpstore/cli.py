@@ -40,6 +40,7 @@ EXAMPLES = {
     "finetune": "cmpstore finetune --net tools/examples/lenet/lenet_train_test.prototxt "
     "--solver tools/examples/lenet/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel "
     "--schedule tools/examples/lenet/seed_schedule.json --work-dir runs/lenet -o lenet.cmps",
+    "export": "cmpstore export lenet.cmps --prototxt lenet_deploy.prototxt -o lenet.onnx",
     "plan": "cmpstore plan --net tools/examples/lenet/lenet_train_test.prototxt "
     "--solver tools/examples/lenet/lenet_solver.prototxt --weights lenet.caffemodel --data mnistval "
     "--target-ratio 150 --work-dir runs/plan -o lenet_plan.json --plot sensitivity.png",
@@ -303,6 +304,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     finetune.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
+    export = command("export", "write the model as ONNX, with its deploy prototxt (needs the onnx extra)", _export)
+    export.add_argument("model", help="a .cmps file, or any model file cmpstore reads")
+    export.add_argument("--prototxt", required=True, help="the deploy prototxt of the net")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the output format (default: onnx)")
+    export.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="an input's shape, over the prototxt's (e.g. data=1,3,224,224); repeatable",
+    )
+    export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    export.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+
     plan = command(
         "plan",
         "measure each layer's sensitivity on held-out data and write a finetune schedule that meets a target",
@@ -486,6 +501,21 @@ def _finetune(args) -> int:
     except KeyboardInterrupt:
         _to_stderr("cmpstore finetune: interrupted; rerun the same command to resume")
         return 130
+    return 0
+
+
+def _export(args) -> int:
+    shapes = {}
+    for text in args.input_shape:
+        name, _, dims = text.partition("=")
+        try:
+            shapes[name] = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            raise UsageError(f"--input-shape {text!r}: expected NAME=D0,D1,... with whole numbers") from None
+        if not name or any(dim <= 0 for dim in shapes[name]):
+            raise UsageError(f"--input-shape {text!r}: expected NAME=D0,D1,... with positive dimensions")
+    data = api.export_onnx(args.model, args.prototxt, args.output, input_shapes=shapes, force=args.force)
+    _summary(args, args.output, f"{args.model} -> {args.output} ({len(data):,} B, ONNX)")
     return 0
 
 

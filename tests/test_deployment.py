@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from common import CAFFE_DIR, shared_model
+from common import CAFFE_DIR, run_cli, shared_model
 
 from cmpstore import api
 from cmpstore.cmps.reader import open_cmps
@@ -112,3 +112,41 @@ def test_caffemodel_bytes_of_a_model_are_checked():
     model.payloads[0].values = model.payloads[0].values.astype(">f4")
     with pytest.raises(UsageError, match="big-endian"):
         api.caffemodel_bytes(model)
+
+
+def test_export_from_a_cmps_file_runs_in_onnx_runtime_as_opencv_runs_the_caffemodel(lenet, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    cv2 = pytest.importorskip("cv2")
+    source, encoded = lenet
+    code, out, err = run_cli("export", encoded, "--prototxt", LENET_DEPLOY, "-o", tmp_path / "lenet.onnx")
+    assert code == 0, err
+    assert "ONNX" in out
+    image = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32)
+    ours = ort.InferenceSession(str(tmp_path / "lenet.onnx")).run(None, {"data": image})[0]
+    theirs = _forward(cv2.dnn.readNetFromCaffe(str(LENET_DEPLOY), str(source)), {"data": image})
+    assert np.max(np.abs(ours - theirs)) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--input-shape", "data=1,x"], "--input-shape 'data=1,x': expected NAME=D0,D1,... with whole numbers"),
+        (["--input-shape", "data=0,1"], "expected NAME=D0,D1,... with positive dimensions"),
+    ],
+)
+def test_export_refuses_bad_shapes_in_one_line(lenet, tmp_path, option, message):
+    _, encoded = lenet
+    code, _, err = run_cli("export", encoded, "--prototxt", LENET_DEPLOY, "-o", tmp_path / "x.onnx", *option)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_names_an_unknown_layer(lenet, tmp_path):
+    pytest.importorskip("onnx")
+    _, encoded = lenet
+    odd = tmp_path / "odd.prototxt"
+    odd.write_text(LENET_DEPLOY.read_text() + 'layer { name: "odd" type: "Frobnicate" bottom: "prob" top: "odd" }\n')
+    code, _, err = run_cli("export", encoded, "--prototxt", odd, "-o", tmp_path / "x.onnx")
+    assert code == 2 and "layer 'odd'" in err and "Frobnicate" in err, err
+    assert not (tmp_path / "x.onnx").exists()
