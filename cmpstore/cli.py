@@ -130,6 +130,9 @@ class _ClosedStdout:
     def flush(self):
         pass
 
+    def isatty(self):
+        return False
+
     @property
     def buffer(self):
         return self

@@ -70,7 +70,20 @@ def test_fingerprint_changes_with_iterations():
         ({"layers": {"a": {"sparse_ratio": 1.0}}, "stages": [{"prune": ["a"], "iterations": 1}]}, "[0, 1)"),
         ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["b"], "iterations": 1}]}, "'b' has no entry"),
         ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"quantize": ["a"], "iterations": 1}]}, "no class_num"),
-        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": -1}]}, "non-negative"),
+        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": -1}]}, "from 0 to"),
+        ({"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": 2**31}]}, "2,147,483,647"),
+        (
+            {"layers": {"a": {}}, "stages": [{"prune": ["a"], "iterations": 1}], "solver": {"base_lr": "abc"}},
+            "'solver' base_lr must be a number, got 'abc'",
+        ),
+        (
+            {"layers": {"a": {}}, "stages": [{"prune": ["a"], "iterations": 1}], "solver": {"stepsize": 2**40}},
+            "'solver' stepsize must fit Caffe's int32",
+        ),
+        (
+            {"layers": {"a": {}}, "stages": [{"prune": ["a"], "iterations": 1}], "solver": {"lr_policy": 3}},
+            "'solver' lr_policy must be a string",
+        ),
         (
             {"layers": {"a": {"sparse_ratio": 0.5}}, "stages": [{"prune": ["a"], "iterations": 1}] * 2},
             "already pruned",
@@ -467,3 +480,16 @@ def test_an_input_where_the_driver_writes_is_refused(tmp_path):
     assert done.returncode == 2
     assert "eval.prototxt: is an input of this run, and lies where the driver writes its own files" in done.stderr
     assert net.read_text() == (LENET / "lenet_train_test.prototxt").read_text()
+
+
+def test_a_schedule_nested_too_deeply_is_one_error(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"layers": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(UsageError, match="deep.json: not a schedule: its JSON is nested too deeply"):
+        schedule.load_schedule(deep)
+
+
+@pytest.mark.parametrize("counts", [[-5, -5], [2**31, 1]])
+def test_iteration_flags_are_bounded_as_the_json(counts):
+    with pytest.raises(UsageError, match="iterations must be a whole number from 0 to 2,147,483,647"):
+        schedule.layer_wise_schedule({"fc1": schedule.LayerSetting(0.5, 4)}, counts)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -36,6 +37,13 @@ from ..errors import UsageError
 SOLVER_FIELDS = frozenset(
     {"base_lr", "momentum", "weight_decay", "lr_policy", "gamma", "power", "stepsize", "display", "type", "random_seed"}
 )
+#: What each solver override must be: SolverParameter's field types, with their ranges.
+_SOLVER_KINDS = {
+    "base_lr": "number", "momentum": "number", "weight_decay": "number", "gamma": "number", "power": "number",
+    "lr_policy": "text", "type": "text", "stepsize": "int32", "display": "int32", "random_seed": "int64",
+}  # fmt: skip
+#: Caffe counts iterations in an int32.
+MAX_ITERATIONS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class Schedule:
         """The same schedule with each stage's iteration count replaced."""
         if len(iterations) != len(self.stages):
             raise UsageError(f"--iterations gives {len(iterations)} counts for {len(self.stages)} stages")
+        for index, count in enumerate(iterations):
+            checked_iterations(count, f"--iterations count {index + 1}")
         stages = tuple(Stage(s.kind, s.layers, n, s.ratios) for s, n in zip(self.stages, iterations, strict=True))
         return _validated(Schedule(self.layers, stages, self.solver))
 
@@ -127,6 +137,8 @@ def load_schedule(path: str | os.PathLike) -> Schedule:
             document = json.load(stream)
     except FileNotFoundError:
         raise UsageError("no such schedule file", path=path) from None
+    except RecursionError:
+        raise UsageError("not a schedule: its JSON is nested too deeply", path=path) from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"not a JSON schedule ({exc})", path=path) from None
     try:
@@ -153,7 +165,37 @@ def schedule_from_json(document: object) -> Schedule:
     solver = document.get("solver", {})
     if not isinstance(solver, dict) or set(solver) - SOLVER_FIELDS:
         raise UsageError(f"'solver' may set only: {', '.join(sorted(SOLVER_FIELDS))}")
+    for name, value in solver.items():
+        _check_solver_value(name, value)
     return _validated(Schedule(layers, stages, dict(solver)))
+
+
+def _check_solver_value(name: str, value: object) -> None:
+    kind = _SOLVER_KINDS[name]
+    where = f"'solver' {name}"
+    if kind == "text":
+        if not isinstance(value, str):
+            raise UsageError(f"{where} must be a string, got {value!r:.40}")
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind != "number" and isinstance(value, float))
+    ):
+        expected = "a number" if kind == "number" else "a whole number"
+        raise UsageError(f"{where} must be {expected}, got {value!r:.40}")
+    if kind == "number" and not math.isfinite(value):
+        raise UsageError(f"{where} must be finite, got {value!r}")
+    bits = {"int32": 31, "int64": 63}.get(kind)
+    if bits and not -(2**bits) <= value < 2**bits:
+        raise UsageError(f"{where} must fit Caffe's {kind}, got {value}")
+
+
+def checked_iterations(value: object, where: str) -> int:
+    """A stage's iteration count: a whole number from 0 to Caffe's int32 limit."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ITERATIONS:
+        raise UsageError(f"{where}: iterations must be a whole number from 0 to {MAX_ITERATIONS:,}, got {value!r:.40}")
+    return value
 
 
 def layer_wise_schedule(settings: dict[str, LayerSetting], iterations: list[int]) -> Schedule:
@@ -164,6 +206,8 @@ def layer_wise_schedule(settings: dict[str, LayerSetting], iterations: list[int]
     names = list(settings)
     if len(iterations) != len(names) + 1:
         raise UsageError(f"--iterations needs {len(names) + 1} counts: one per pruned layer, then quantization")
+    for index, count in enumerate(iterations):
+        checked_iterations(count, f"--iterations count {index + 1}")
     stages = [Stage("prune", (name,), n) for name, n in zip(names, iterations, strict=False)]
     quantized = tuple(name for name in names if settings[name].class_num)
     stages.append(Stage("quantize", quantized, iterations[-1]))
@@ -223,9 +267,7 @@ def _stage(index: int, value) -> Stage:
     if not isinstance(layers, list) or not layers or not all(isinstance(n, str) for n in layers):
         detail = " (or, for prune, an object of layer names and ratios)" if kinds[0] == "prune" else ""
         raise UsageError(f"{where}: '{kinds[0]}' must be a non-empty list of layer names{detail}")
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
-        raise UsageError(f"{where}: 'iterations' must be a non-negative integer")
-    return Stage(kinds[0], tuple(layers), iterations, ratios)
+    return Stage(kinds[0], tuple(layers), checked_iterations(iterations, where), ratios)
 
 
 def _validated(schedule: Schedule) -> Schedule:
