@@ -272,6 +272,13 @@ def compress(
     path = None if isinstance(source, Model) else os.fspath(source)
     placement = Placement.of(force, [path, *inputs])
     if output is not None:
+        named = next((f for f in formats.FORMATS.values() if os.fspath(output).endswith(f.extensions)), None)
+        if named is not None and named is not formats.CMPS:
+            raise UsageError(
+                f"compress writes a .cmps file, not {named.description}; name a .cmps output "
+                "(a pruned and shared model in other formats comes from prune, then quantize)",
+                path=os.fspath(output),
+            )
         check_output(output, placement)
     model = source if isinstance(source, Model) else load_model(source)
     try:

@@ -586,7 +586,8 @@ def _add_model_options(parser, *, ratios: bool, clusters: bool) -> None:
         "-o",
         "--output",
         required=True,
-        help="output file (.cmps for compress; .h5 gives Caffe HDF5, else a binary caffemodel)",
+        help="output file: for compress a .cmps file; for prune and quantize .h5 gives Caffe HDF5, .npz numpy "
+        "arrays, else a binary caffemodel",
     )
     if ratios:
         parser.add_argument(

@@ -1,10 +1,12 @@
 import json
 
 import numpy as np
+import pytest
 from common import run_cli, shared_model
 from nets import lenet_like_bytes
 
 from cmpstore import api
+from cmpstore.synthetic import build_model
 
 RATIOS = "conv1=0.33,conv2=0.8,fc1=0.9,fc2=0.8"
 
@@ -97,3 +99,13 @@ def test_never_overwrites_the_input_even_with_force(tmp_path):
         )
         assert code == 2 and "refusing to overwrite an input" in err
     assert model.read_bytes() == lenet_like_bytes()
+
+
+@pytest.mark.parametrize("name", ["out.caffemodel", "out.caffemodel.h5", "out.npz"])
+def test_compress_refuses_an_output_named_for_another_format(tmp_path, name):
+    """compress writes .cmps only: an output named as a caffemodel would hold a .cmps file."""
+    source = tmp_path / "lenet.caffemodel"
+    api.save_model(build_model(), source)
+    code, _, err = run_cli("compress", source, "--ratios", "fc=0.9", "--clusters", "fc=16", "-o", tmp_path / name)
+    assert code == 2 and f"{name}: compress writes a .cmps file, not " in err, err
+    assert not (tmp_path / name).exists()
