@@ -66,6 +66,9 @@ def check_output(path: str | os.PathLike, placement: Placement, *, placing: bool
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if os.path.islink(path):
+            problem = "is a symbolic link to a file that does not exist; name the output itself"
+            raise UsageError(problem, path=path) from None
         return
     except OSError as exc:
         raise UsageError(f"cannot write here ({exc.strerror})", path=path) from None
@@ -103,7 +106,7 @@ def atomic_output(path: str | os.PathLike, placement: Placement = NEW_FILE) -> I
         try:
             with os.fdopen(descriptor, "wb") as stream:
                 yield stream
-            os.chmod(temporary, 0o644 & ~_umask())
+            os.chmod(temporary, _mode_for(path))
             _put_in_place(temporary, path, placement)
         except OSError as exc:
             raise UsageError(f"cannot write ({_reason(exc)})", path=path) from None
@@ -157,7 +160,23 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _mode_for(path: str) -> int:
+    """The permissions of a file replaced (kept, as ``cp`` keeps them), else those of a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where Linux says it (os.umask sets it, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask

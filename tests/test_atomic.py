@@ -3,6 +3,7 @@
 import os
 import pathlib
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -11,7 +12,9 @@ import pytest
 from nets import lenet_like_bytes
 
 from cmpstore import api
+from cmpstore.atomic import Placement, write_chunks
 from cmpstore.caffe.caffemodel import split_caffemodel
+from cmpstore.errors import UsageError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -141,3 +144,29 @@ def test_workers_die_with_a_killed_parent(encoded, tmp_path):
             break
         time.sleep(0.1)
     assert workers_left(output) == []
+
+
+def test_replacing_a_file_keeps_its_permissions(tmp_path):
+    target = tmp_path / "private.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    write_chunks(target, [b"new"], Placement(force=True))
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_new_file_gets_the_umask_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        write_chunks(tmp_path / "new.bin", [b"x"])
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new.bin").stat().st_mode) == 0o644
+
+
+def test_a_dangling_symbolic_link_as_output_says_what_it_is(tmp_path):
+    link = tmp_path / "out.bin"
+    link.symlink_to(tmp_path / "missing.bin")
+    with pytest.raises(UsageError, match="out.bin: is a symbolic link to a file that does not exist"):
+        write_chunks(link, [b"x"])
+    assert not (tmp_path / "missing.bin").exists()
