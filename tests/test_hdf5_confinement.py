@@ -158,3 +158,17 @@ def test_a_decoded_external_dataset_never_carries_the_secret(tmp_path, secret):
     assert status == 2, stderr
     assert not (tmp_path / "attack.cmps").exists()
     assert SECRET.decode()[:20] not in stderr
+
+
+def test_a_layer_name_that_is_not_utf8_is_shown_escaped_and_refused_for_hdf5(tmp_path):
+    from cmpstore.caffe.caffemodel import caffemodel_bytes
+    from cmpstore.synthetic import build_model
+
+    source = tmp_path / "badname.caffemodel"
+    source.write_bytes(caffemodel_bytes(build_model()).replace(b"conv1", b"co\xffv1", 1))
+    report = api.report(source)
+    assert report.layers[0].name == "co\\xffv1"
+    assert '"co\\\\xffv1"' in report.to_json()
+    with pytest.raises(ModelError, match=r"layer 'co\\xffv1': a name that is not valid UTF-8 cannot name an HDF5"):
+        api.save_model(api.load_model(source), tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()

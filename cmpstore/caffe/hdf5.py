@@ -220,7 +220,7 @@ def _group_name_problem(name: str) -> str | None:
     return None
 
 
-def _check_group_names(layers: list, path: str) -> None:
+def _check_group_names(layers: list, net, path: str) -> None:
     """Refuse layer names that HDF5 would read as paths, or cannot store, before anything is written.
 
     Why refuse rather than escape them: Caffe keys HDF5 weights by the raw
@@ -231,6 +231,12 @@ def _check_group_names(layers: list, path: str) -> None:
     silently as a layer without weights.
     """
     problems = [(layer, _group_name_problem(layer.name)) for layer in layers]
+    lists = {LAYER_FIELD: net.layer, LEGACY_LAYER_FIELD: net.layers}
+    problems += [
+        (layer, "a name that is not valid UTF-8 cannot name an HDF5 group")
+        for layer in layers
+        if isinstance(lists[layer.layer_field][layer.index].name, bytes)
+    ]
     problems = [(layer, problem) for layer, problem in problems if problem]
     if problems:
         layer, problem = problems[0]
@@ -268,7 +274,7 @@ def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ModelError(f"duplicate layer names {duplicates}: HDF5 weights are keyed by layer name", path=path)
-    _check_group_names(model.layers, path)
+    _check_group_names(model.layers, model.net, path)
     has_diff = any(netproto.blob_diff(blob) for _, _, layer in layers for blob in layer.blobs)
     import h5py
 

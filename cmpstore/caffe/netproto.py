@@ -347,7 +347,12 @@ def layer_infos(net: NetParameter) -> list[LayerInfo]:
 def _layer_info(layer_field: int, index: int, layer, type_name: str) -> LayerInfo:
     shapes = tuple(blob_shape(blob) for blob in layer.blobs)
     raw_types = tuple(blob.raw_data_type if blob.HasField("raw_data_type") else None for blob in layer.blobs)
-    return LayerInfo(layer_field, index, layer.name, type_name, shapes, raw_types)
+    return LayerInfo(layer_field, index, text(layer.name), text(type_name), shapes, raw_types)
+
+
+def text(value: str | bytes) -> str:
+    """A string field as text: protobuf gives a name that is not valid UTF-8 as bytes; those show escaped."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def check_weightless(
