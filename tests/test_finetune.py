@@ -493,3 +493,20 @@ def test_a_schedule_nested_too_deeply_is_one_error(tmp_path):
 def test_iteration_flags_are_bounded_as_the_json(counts):
     with pytest.raises(UsageError, match="iterations must be a whole number from 0 to 2,147,483,647"):
         schedule.layer_wise_schedule({"fc1": schedule.LayerSetting(0.5, 4)}, counts)
+
+
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        ({"train_data": np.array([["a"]])}, "train_data holds <U1 values; numbers are needed"),
+        ({"train_labels": np.zeros(4, dtype=[("x", "i4")])}, "train_labels holds"),
+        ({"test_labels": np.full(4, 0.5)}, "test_labels holds labels that are not whole numbers"),
+        ({"test_data": np.full((4, 1, 28, 28), np.nan)}, "test_data holds values that are not finite"),
+    ],
+)
+def test_npz_arrays_of_the_wrong_kind_are_refused(tmp_path, replace, message):
+    images, labels = np.zeros((4, 1, 28, 28)), np.zeros(4)
+    arrays = {"train_data": images, "train_labels": labels, "test_data": images, "test_labels": labels, **replace}
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        data.load_dataset(str(tmp_path / "d.npz"))

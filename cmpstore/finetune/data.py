@@ -333,6 +333,18 @@ def _from_npz(path: str) -> Dataset:
             arrays = [archive[key] for key in keys]
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UsageError(f"not a readable .npz ({exc})", path=path) from None
+    for key, array in zip(keys, arrays, strict=True):
+        # Strings, objects or records would be converted (or fail to be) without a word.
+        if array.dtype.kind not in "biuf":
+            raise UsageError(f"{key} holds {array.dtype} values; numbers are needed", path=path)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise UsageError(f"{key} holds values that are not finite", path=path)
+        if (
+            key.endswith("labels")
+            and array.size
+            and (array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)))
+        ):
+            raise UsageError(f"{key} holds labels that are not whole numbers", path=path)
     data_train, labels_train, data_test, labels_test = arrays
     try:
         return Dataset(
