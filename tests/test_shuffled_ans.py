@@ -171,3 +171,33 @@ def test_the_spec_alone_decodes_codec_4(dtype):
         planes.append(used[np.asarray(dense)].astype(np.uint8))
     reader.expect_end("payload")
     assert np.stack(planes, axis=1).tobytes() == values.tobytes()
+
+
+def test_streams_decode_in_chunks_to_the_same_values(monkeypatch):
+    from cmpstore.streams import ans
+
+    values = np.random.default_rng(5).normal(0, 0.05, 10_001).astype(np.float32)
+    codec = ShuffledAnsCodec()
+    payload = codec.encode(values)
+    whole = codec.decode(payload, values.size, values.dtype, "blob")
+    monkeypatch.setattr(ans, "DECODE_CHUNK", 7)
+    assert codec.decode(payload, values.size, values.dtype, "blob").tobytes() == whole.tobytes() == values.tobytes()
+
+
+def test_decoding_needs_little_beyond_its_output():
+    """A codec-4 blob of 8M float32 values: the peak is the 32 MiB output and a few MiB, not an int32 per symbol."""
+    import tracemalloc
+
+    count = 1 << 23
+    values = np.zeros(count, dtype=np.float32)
+    values[::3] = 0.5  # skewed planes, so each is rANS coded, not stored
+    codec = ShuffledAnsCodec()
+    payload = codec.encode(values)
+    tracemalloc.start()
+    try:
+        decoded = codec.decode(payload, count, values.dtype, "blob")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded.tobytes() == values.tobytes()
+    assert peak < decoded.nbytes + (24 << 20), f"peak {peak:,} B for {decoded.nbytes:,} B of output"

@@ -68,6 +68,7 @@ class ShuffledAnsCodec(BlobCodec):
             if coding == STORED:
                 plane[...] = np.frombuffer(reader.take(count, f"{where} stored bytes"), dtype=np.uint8)
             else:
-                plane[...] = ans.read_stream(reader, _BYTE_ALPHABET, count, where, np.uint8)
+                # Straight into the plane (a strided view of ``out``): no whole-plane scratch.
+                ans.read_stream(reader, _BYTE_ALPHABET, count, where, np.uint8, out=plane)
         reader.expect_end(what)
         return out

@@ -47,8 +47,20 @@ def write_stream(symbols: np.ndarray) -> bytes:
     return bytes(out + encode_varint(words.size)) + words.tobytes()
 
 
-def read_stream(reader: Reader, alphabet_size: int, count: int, what: str, dtype: type = np.int32) -> np.ndarray:
-    """Read what :func:`write_stream` wrote; exactly ``count`` symbols below ``alphabet_size``, as ``dtype``."""
+#: Symbols decoded per call into the coder: its int32 output for them is the only scratch memory.
+DECODE_CHUNK = 1 << 20
+
+
+def read_stream(
+    reader: Reader, alphabet_size: int, count: int, what: str, dtype: type = np.int32, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Read what :func:`write_stream` wrote; exactly ``count`` symbols below ``alphabet_size``, as ``dtype``.
+
+    With ``out`` (``count`` elements) the symbols are written there.  They
+    are decoded :data:`DECODE_CHUNK` at a time, so a stream of n symbols
+    needs its output and a few MiB, never n int32s besides (a 153-byte file
+    could otherwise ask for gigabytes of scratch, beyond its decoded size).
+    """
     used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
     if used_count == 0:
         raise FormatError(f"{what}: a stream must use at least one symbol")
@@ -58,21 +70,30 @@ def read_stream(reader: Reader, alphabet_size: int, count: int, what: str, dtype
         raise FormatError(f"{what}: symbol counts do not add up to the {count} symbols of the stream")
     word_count = reader.varint(f"{what} word count", reader.remaining // 4)
     words = reader.array(word_count, np.dtype("<u4"), f"{what} words")
+    if out is None:
+        out = np.empty(count, dtype=dtype)
     if used_count == 1:
         if word_count:
             raise FormatError(f"{what}: a one-symbol stream must have no coded words")
-        return np.full(count, used[0], dtype=dtype)
+        out[...] = used[0]
+        return out
     if word_count and words[-1] == 0:
         # The encoder's last word is the top of its final state, never 0 (docs/FORMAT.md, rANS streams).
         raise FormatError(f"{what}: the last coded word is 0, which no encoder writes")
     coder_class, categorical = _coder()
     decoder = coder_class(np.ascontiguousarray(words, dtype=np.uint32))
-    dense = np.asarray(decoder.decode(categorical(counts / counts.sum(), perfect=False), count))
+    model = categorical(counts / counts.sum(), perfect=False)
+    seen = np.zeros(used_count, dtype=np.int64)
+    for start in range(0, count, DECODE_CHUNK):
+        size = min(DECODE_CHUNK, count - start)
+        dense = np.asarray(decoder.decode(model, size))
+        seen += np.bincount(dense, minlength=used_count)
+        out[start : start + size] = used[dense]
     if not decoder.is_empty():
         raise FormatError(f"{what}: coded words left over after {count} symbols")
-    if not np.array_equal(np.bincount(dense, minlength=used_count), counts):
+    if not np.array_equal(seen, counts):
         raise FormatError(f"{what}: the coded words do not match the declared symbol counts")
-    return used[dense]
+    return out
 
 
 def skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
