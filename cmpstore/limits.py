@@ -27,8 +27,8 @@ MAX_BLOB_BYTES = 1 << 31
 #: blob, so these are counted on the wire before protobuf parses a skeleton.
 MAX_LAYERS = 1 << 16
 MAX_NET_FIELDS = 1 << 20
-#: A whole model's decoded size: the skeleton plus every blob's values.  Every value takes 4 or
-#: 8 bytes, so this also bounds a model's values, to 2^30.
+#: A whole model's decoded size: the skeleton plus every blob's values.  Every value takes 2
+#: (float16), 4 or 8 bytes, so this also bounds a model's values, to 2^31.
 MAX_TOTAL_BYTES = 1 << 32
 
 

@@ -1,4 +1,4 @@
-"""What the two kinds of section hold at their head (docs/FORMAT.md, "Sections").
+"""What the two kinds of section hold at their head (docs/FORMAT.md, "`NETP`: ..." and "`BLOB`: ...").
 
 The writer and the reader share these functions, so the schema is written
 down once: the NETP payload (source format, skeleton size, zlib'd skeleton)

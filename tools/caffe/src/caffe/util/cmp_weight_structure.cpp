@@ -12,7 +12,7 @@ namespace caffe {
 
 namespace {
 
-// cmpstore.kmeans.lloyd's limits: numpy allclose's defaults, and an iteration cap no layer reaches.
+// cmpstore.compression.kmeans.lloyd's limits: numpy allclose's defaults, and an iteration cap no layer reaches.
 const double kRelativeTolerance = 1e-5;
 const double kAbsoluteTolerance = 1e-8;
 const int kMaxIterations = 10000;
@@ -110,7 +110,7 @@ void CmpWeightStructure<Dtype>::Cluster(const Dtype* values, int count, std::vec
     }
     return;
   }
-  // Prefix sums in double, added in order, as numpy's cumsum does in cmpstore.kmeans.
+  // Prefix sums in double, added in order, as numpy's cumsum does in cmpstore.compression.kmeans.
   std::vector<double> prefix(count + 1, 0.0);
   for (int i = 0; i < count; ++i) {
     prefix[i + 1] = prefix[i] + static_cast<double>(sorted[i]);
