@@ -1,7 +1,7 @@
 // cmpstore's Cmp layers: the pruning mask and weight-sharing clusters of one weight blob.
 //
 // The rules are cmpstore's (cmpstore/compression/prune.py, cmpstore/compression/kmeans.py,
-// cmpstore/gradients.py), which are the DeepCompression-caffe fork's:
+// cmpstore/compression/gradients.py), which are the DeepCompression-caffe fork's:
 //
 // * Pruning: the threshold is the magnitude at index int(count * sparse_ratio) - 1
 //   of the sorted magnitudes (count * ratio in float32, as the fork's C++ has it);
