@@ -210,7 +210,7 @@ void CmpWeightStructure<Dtype>::Compute(Blob<Dtype>* weights) {
       starts[c + 1] += starts[c];
     }
     // A counting sort by cluster keeps each cluster's members in index order, which is the
-    // order cmpstore.gradients sums their gradients in.
+    // order cmpstore.compression.gradients sums their gradients in.
     std::vector<int> next_slot(starts, starts + clusters_);
     int* members = members_.mutable_cpu_data();
     for (int j = 0; j < survivors_; ++j) {
