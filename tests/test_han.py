@@ -102,3 +102,22 @@ def test_truncated_and_overlong_files(tmp_path):
     (tmp_path / "long.net").write_bytes(data + b"\0\0")
     with pytest.raises(ModelError, match="2 bytes left after the last layer"):
         import_han(tmp_path / "long.net", tmp_path / "deploy.prototxt")
+
+
+@pytest.mark.parametrize(
+    "conv, message",
+    [
+        ("num_output: 6 kernel_size: 3 group: 0", "group 0: a group count must be at least 1"),
+        ("num_output: 6 kernel_size: 3 group: 2", "group 2 does not divide the 3 input channels"),
+        ("num_output: 7 kernel_size: 3 group: 3", "group 3 does not divide num_output 7"),
+        ("num_output: 0 kernel_size: 3", "num_output 0: a convolution needs at least one output"),
+        ("num_output: 6 kernel_size: 3 kernel_h: 3 kernel_w: 3", "kernel_size and kernel_h/kernel_w are both set"),
+        ("num_output: 6 kernel_size: 3 kernel_size: 3 kernel_size: 3", "3 values of kernel_size for a 2-D"),
+    ],
+)
+def test_convolutions_caffe_would_refuse_are_refused(tmp_path, conv, message):
+    """import-han writes nothing Caffe's BaseConvolutionLayer would abort on."""
+    write_han_file(tmp_path / "tiny.net", 0)
+    (tmp_path / "deploy.prototxt").write_text(PROTOTXT.replace("num_output: 6 kernel_size: 3 stride: 1", conv))
+    with pytest.raises(ModelError, match=f"layer 'conv1'.*{message}"):
+        import_han(tmp_path / "tiny.net", tmp_path / "deploy.prototxt")

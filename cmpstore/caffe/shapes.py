@@ -142,17 +142,37 @@ def _pair(params, values, height: str, width: str, default: int) -> tuple[int, i
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
+def _check_convolution(params, channels: int, where: str) -> None:
+    """What Caffe's BaseConvolutionLayer checks (a CHECK failure there aborts Caffe), for a 2-D convolution."""
+    if params.kernel_size and (params.HasField("kernel_h") or params.HasField("kernel_w")):
+        raise ModelError("kernel_size and kernel_h/kernel_w are both set; Caffe takes one or the other", where=where)
+    for name in ("kernel_size", "stride", "pad", "dilation"):
+        values = getattr(params, name)
+        if len(values) > 2:
+            raise ModelError(f"{len(values)} values of {name} for a 2-D convolution: give 1 or 2", where=where)
+    if params.num_output < 1:
+        raise ModelError(f"num_output {params.num_output}: a convolution needs at least one output", where=where)
+    group = params.group
+    if group < 1:
+        raise ModelError(f"group {group}: a group count must be at least 1", where=where)
+    if channels % group:
+        raise ModelError(f"group {group} does not divide the {channels} input channels", where=where)
+    if params.num_output % group:
+        raise ModelError(f"group {group} does not divide num_output {params.num_output}", where=where)
+
+
 def _convolution(layer, bottom, deconvolution, where):
     params = layer.convolution_param
     if len(bottom) != 4:
         raise ModelError(f"expects a 4-D input, got {list(bottom)}", where=where)
+    _check_convolution(params, bottom[1], where)
     kernel = _pair(params, params.kernel_size, "kernel_h", "kernel_w", 0)
     if not all(kernel):
         raise ModelError("convolution without a kernel size", where=where)
     stride = _stride(_pair(params, params.stride, "stride_h", "stride_w", 1), where)
     pad = _pair(params, params.pad, "pad_h", "pad_w", 0)
     dilation = (params.dilation[0],) * 2 if len(params.dilation) == 1 else tuple(params.dilation[:2]) or (1, 1)
-    group = params.group or 1
+    group = params.group
     channels = bottom[1]
     if deconvolution:
         weight = (channels, params.num_output // group, *kernel)
