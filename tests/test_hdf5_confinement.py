@@ -172,3 +172,17 @@ def test_a_layer_name_that_is_not_utf8_is_shown_escaped_and_refused_for_hdf5(tmp
     with pytest.raises(ModelError, match=r"layer 'co\\xffv1': a name that is not valid UTF-8 cannot name an HDF5"):
         api.save_model(api.load_model(source), tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_diff_that_does_not_fill_its_blob_is_refused_for_hdf5(tmp_path):
+    from cmpstore.caffe._proto import caffe_pb2
+    from cmpstore.caffe.caffemodel import split_caffemodel
+
+    net = caffe_pb2.NetParameter(name="d")
+    layer = net.layer.add(name="fc", type="InnerProduct")
+    blob = layer.blobs.add(data=[1.0] * 6, diff=[0.5] * 4)
+    blob.shape.dim.extend([2, 3])
+    model = split_caffemodel(net.SerializeToString())
+    with pytest.raises(ModelError, match=r"out.h5: layer 'fc' blob 0: holds 4 diff values for a blob of shape \[2, 3\]"):
+        api.save_model(model, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()

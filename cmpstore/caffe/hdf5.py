@@ -298,6 +298,15 @@ def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW
                             if blob_diff
                             else np.zeros(array.size, array.dtype)
                         )
+                        if diff_values.size != array.size:
+                            raise ModelError(
+                                f"holds {diff_values.size:,} diff values for a blob of shape {list(shape)}; "
+                                "HDF5 stores the diff in the blob's shape",
+                                path=path,
+                                where=f"layer '{netproto.text(layer.name)}' blob {blob_index}",
+                            )
                         diff_group.create_dataset(str(blob_index), data=diff_values.reshape(shape))
-    except OSError as exc:
-        raise UsageError(f"cannot write HDF5 ({exc})", path=path) from None
+    except (OSError, SystemError) as exc:
+        # h5py reports a failed flush (a full disk, a file-size limit) as SystemError, around the OSError.
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise UsageError(f"cannot write HDF5 ({cause})", path=path) from None
