@@ -154,6 +154,10 @@ def decode_bytes(
     buf, path: str | None = None, progress: Progress = silent, *, max_output_bytes: int | None = None
 ) -> Model:
     """Decode the bytes of a ``.cmps`` file; errors name ``path``.  ``max_output_bytes`` as for :func:`decode`."""
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise UsageError(
+            f"decode_bytes takes the bytes of a .cmps file, got {type(buf).__name__}; decode(path) reads a file"
+        )
     with reading(path):
         return open_cmps(buf, path, max_output_bytes=max_output_bytes).model(progress)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import limits
 from .atomic import Placement, atomic_output, write_chunks
 from .caffe import caffemodel, hdf5
 from .caffe.model import Model
@@ -31,6 +32,10 @@ from .errors import ModelError, UsageError, reading
 
 #: Bytes a sniffer looks at.
 HEAD_BYTES = 16
+
+
+#: The most a pipe may carry: a model at the format's decoded-size limit, plus its framing.
+MAX_STREAM_BYTES = limits.MAX_TOTAL_BYTES + (1 << 24)
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,16 @@ class Source:
                 raise ModelError("is a directory, not a model file", path=path)
             if stat.S_ISREG(mode):
                 return cls(path)
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                # /dev/zero or a disk: no size, and no end a reader would reach before memory runs out.
+                raise ModelError("is a device, not a model file; name a file or a pipe", path=path)
             with open(path, "rb") as stream:
-                return cls(path, stream.read())
+                data = stream.read(MAX_STREAM_BYTES + 1)
+            if len(data) > MAX_STREAM_BYTES:
+                raise ModelError(
+                    f"holds more than {MAX_STREAM_BYTES:,} bytes, more than any model cmpstore reads", path=path
+                )
+            return cls(path, data)
         except FileNotFoundError:
             raise ModelError("no such file", path=path) from None
         except OSError as exc:

@@ -323,3 +323,18 @@ def test_a_reader_that_leaves_early_is_a_broken_pipe_not_a_success(command, tmp_
     assert len(first) == 16
     assert status == 141, stderr
     assert "Traceback" not in stderr and " B, " not in stderr  # no summary claiming what was not delivered
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+@pytest.mark.parametrize("command", ["inspect", "report", "decode", "encode"])
+def test_a_device_as_input_is_refused_before_reading_it(command, tmp_path):
+    """/dev/zero has no size and no end: it would be read until memory runs out."""
+    args = [command, "/dev/zero"] + (["-o", str(tmp_path / "out")] if command in ("decode", "encode") else [])
+    done = subprocess.run([sys.executable, "-m", "cmpstore", *args], capture_output=True, text=True, env=ROOT_ENV)
+    assert done.returncode == 2
+    assert "/dev/zero: is a device, not a model file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_decode_bytes_refuses_a_path():
+    with pytest.raises(UsageError, match="decode_bytes takes the bytes of a .cmps file, got str"):
+        api.decode_bytes("model.cmps")
