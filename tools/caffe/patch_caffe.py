@@ -40,6 +40,8 @@ something else:
   they become the ``cv::`` names OpenCV 3 and 4 share, and ``video_data_layer.hpp``
   includes ``opencv2/videoio.hpp`` rather than ``opencv2/opencv.hpp``, which
   includes every module OpenCV was built with (calib3d, dnn, ...);
+* a bug of the sdist's ``DataTransformer``: ImageData with ``mean_file`` and
+  ``crop_size`` aborted on a check no mean file can pass (see ``SOURCE_FIXES``);
 * the layer sources under ``tools/caffe/include`` and ``tools/caffe/src`` are copied
   in, where Caffe's CMake globs pick them up.
 
@@ -275,6 +277,23 @@ OPENCV4_INCLUDES = (
 )
 
 
+# (file, upstream text, replacement): Caffe bugs a user's net would meet.
+SOURCE_FIXES = (
+    # Transform(cv::Mat) checks the mean file against the uncropped image, indexes it with the crop's
+    # offsets into that image (as Data layers do), then checks it against the cropped image too: no
+    # mean file passes both, so ImageData with mean_file and crop_size aborted (BVLC Caffe has the
+    # first check only).
+    (
+        "src/caffe/data_transformer.cpp",
+        "  if (has_mean_file) {\n"
+        "    CHECK_EQ(cv_cropped_image.rows, data_mean_.height());\n"
+        "    CHECK_EQ(cv_cropped_image.cols, data_mean_.width());\n"
+        "  }\n",
+        "",
+    ),
+)
+
+
 def fail(message: str) -> None:
     print(f"patch_caffe: {message}", file=sys.stderr)
     sys.exit(1)
@@ -409,7 +428,7 @@ def main(argv: list[str]) -> int:
     patch(root / "src/caffe/common.cpp", with_device_attributes)
     # patch() starts from the sdist's text each time: all of a file's edits go in one call.
     edits: dict[Path, list] = {}
-    for name, anchor, replacement in BUILD_FILES + OPENCV4_INCLUDES:
+    for name, anchor, replacement in BUILD_FILES + OPENCV4_INCLUDES + SOURCE_FIXES:
         edits.setdefault(root / name, []).append(
             lambda text, path, a=anchor, r=replacement: replaced_once(text, a, r, path)
         )
