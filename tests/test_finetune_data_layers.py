@@ -213,9 +213,7 @@ def test_hdf5_data_with_three_tops_and_image_data(env, digits, tmp_path):
     from cmpstore.caffe._proto import caffe_pb2
 
     mean = tmp_path / "mean.binaryproto"
-    mean.write_bytes(
-        caffe_pb2.BlobProto(num=1, channels=1, height=28, width=28, data=[33.0] * 784).SerializeToString()
-    )
+    mean.write_bytes(caffe_pb2.BlobProto(num=1, channels=1, height=28, width=28, data=[33.0] * 784).SerializeToString())
     image_layers = "".join(
         f'layer {{ name: "images" type: "ImageData" top: "data" top: "label" include {{ phase: {phase} }}'
         f' transform_param {{ scale: 0.00390625 mean_file: "{mean}" crop_size: 24 mirror: true }}'

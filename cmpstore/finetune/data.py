@@ -316,7 +316,7 @@ MAX_DATA_FILE_BYTES = 64 << 20
 
 
 def _file_or_wheel_member(path: str, member: str) -> bytes:
-    """The bytes of ``path``, or of ``member`` inside it when ``path`` is a wheel (a zip); at most MAX_DATA_FILE_BYTES."""
+    """The bytes of ``path``, or of ``member`` in it when ``path`` is a wheel (a zip); at most MAX_DATA_FILE_BYTES."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as wheel, wheel.open(member) as stream:
