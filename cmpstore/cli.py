@@ -467,7 +467,7 @@ def _verify(args) -> int:
 
 def _import_han(args) -> int:
     api.import_han(args.net, args.prototxt, args.output, force=args.force)
-    print(f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
+    _summary(args, args.output, f"{args.net} -> {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
@@ -551,7 +551,8 @@ def _example(args) -> int:
     from .synthetic import build_model
 
     api.save_model(build_model(seed=args.seed, name="lenet-example"), args.output, force=args.force)
-    print(f"wrote {args.output} ({os.path.getsize(args.output):,} B): LeNet-shaped, pruned and weight-shared")
+    size = os.path.getsize(args.output)
+    _summary(args, args.output, f"wrote {args.output} ({size:,} B): LeNet-shaped, pruned and weight-shared")
     return 0
 
 
@@ -673,7 +674,7 @@ def _write_transformed(args) -> int:
     if not args.quiet:
         print(format_outcomes(outcomes))
     api.save_model(model, args.output, force=args.force, inputs=inputs)
-    print(f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
+    _summary(args, args.output, f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
@@ -702,7 +703,11 @@ def _compress(args) -> int:
     if not args.quiet:
         print(format_outcomes(outcomes))
     size = os.path.getsize(args.model)
-    print(f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
+    _summary(
+        args,
+        args.output,
+        f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)",
+    )
     return 0
 
 

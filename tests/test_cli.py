@@ -158,3 +158,23 @@ def test_shared_lenet_cli(tmp_path):
     assert run_cli("encode", source, "-o", tmp_path / "l.cmps")[0] == 0
     assert run_cli("decode", tmp_path / "l.cmps", "-o", tmp_path / "l.caffemodel")[0] == 0
     assert (tmp_path / "l.caffemodel").read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda d: ["example", d / "e.caffemodel"],
+        lambda d: ["compress", d / "src.caffemodel", "--ratios", "fc=0.9", "--clusters", "fc=8", "-o", d / "c.cmps"],
+        lambda d: ["prune", d / "src.caffemodel", "--ratios", "fc=0.9", "-o", d / "p.caffemodel"],
+        lambda d: ["quantize", d / "src.caffemodel", "--clusters", "fc=8", "-o", d / "q.caffemodel"],
+        lambda d: ["encode", d / "src.caffemodel", "-o", d / "x.cmps"],
+    ],
+)
+def test_quiet_prints_nothing(tmp_path, make_args):
+    from cmpstore import api
+    from cmpstore.synthetic import build_model
+
+    api.save_model(build_model(), tmp_path / "src.caffemodel")
+    code, out, err = run_cli(*make_args(tmp_path), "-q")
+    assert code == 0, err
+    assert out == "" and err == ""
