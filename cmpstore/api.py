@@ -32,6 +32,30 @@ from .report import Report, build_report
 
 Progress = Callable[[str, str], None]
 
+__all__ = [
+    "caffemodel_array",
+    "caffemodel_bytes",
+    "check_shapes",
+    "compress",
+    "compress_weights",
+    "decode",
+    "decode_bytes",
+    "detect_format",
+    "encode",
+    "export_onnx",
+    "import_han",
+    "inspect",
+    "inspect_bytes",
+    "load_model",
+    "load_weights",
+    "plot",
+    "report",
+    "save_model",
+    "sparse_weights",
+    "verify",
+    "weights_by_layer",
+]
+
 
 def detect_format(path: str | os.PathLike) -> str:
     """``"cmps"``, ``"hdf5"`` or ``"caffemodel"``, from the file's first bytes."""

@@ -65,3 +65,21 @@ def test_a_file_is_mapped_and_a_pipe_is_read(tmp_path):
     piped = open_cmps(f"/proc/self/fd/{read}")
     os.close(read)
     assert [piped.decode(e).tobytes() for e in piped.entries] == [mapped.decode(e).tobytes() for e in mapped.entries]
+
+
+def test_a_cmps_file_closes_its_mapping_at_the_end_of_a_with_block(tmp_path):
+    from cmpstore import api
+    from cmpstore.cmps.reader import open_cmps
+    from cmpstore.synthetic import build_model
+
+    api.encode(build_model(), tmp_path / "m.cmps")
+    with open_cmps(tmp_path / "m.cmps") as cmps:
+        mapping = cmps._mapping
+        copied = cmps.decode(cmps.entries[0]).copy()
+        held = cmps.decode(cmps.entries[1])  # a raw blob: a view of the file
+    assert cmps.entries == []
+    assert copied.size == 500 and held.size == 20  # the view keeps the mapping until it goes
+    del held
+    with open_cmps(tmp_path / "m.cmps") as cmps:
+        mapping = cmps._mapping
+    assert mapping.closed

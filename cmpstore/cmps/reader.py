@@ -10,6 +10,7 @@ does.  A file is memory-mapped, so opening a large one costs no read.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
@@ -74,6 +75,7 @@ class CmpsFile:
 
     def __init__(self, buf, path: str | None = None, max_output_bytes: int | None = None):
         self.path = path
+        self._mapping = buf
         self.buffer = memoryview(buf)
         sections = container.read_sections(self.buffer)
         self.version, _ = container.read_version(self.buffer)
@@ -155,6 +157,28 @@ class CmpsFile:
         """Bytes of the whole file."""
         return len(self.buffer)
 
+    def close(self) -> None:
+        """Unmap the file now, rather than whenever the last reference to it goes.
+
+        The entries go with it.  Decoded arrays are copies and stay valid; while
+        a caller still holds a view of the file (a raw blob's values), the
+        mapping stays until that view goes, as it would without ``close``.
+        """
+        entries, self.entries = self.entries, []
+        for entry in entries:
+            entry.payload.release()
+        self.buffer.release()
+        if isinstance(self._mapping, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                self._mapping.close()
+        self._mapping = None
+
+    def __enter__(self) -> CmpsFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def decode(self, entry: BlobEntry) -> np.ndarray:
         """The blob's values (a fresh array, or for a raw blob a read-only view of the file)."""
         return entry.codec.decode(entry.payload, entry.count, entry.dtype, entry.where)
@@ -200,6 +224,9 @@ def open_cmps(source, path: str | None = None, *, max_output_bytes: int | None =
     (:mod:`cmpstore.limits`), ``max_output_bytes`` refuses a file whose
     decoded size (:attr:`CmpsFile.decoded_bytes`: the net plus every blob's
     values) would exceed it, before anything is decoded.
+
+    Use it in a ``with`` block (or call :meth:`CmpsFile.close`) to unmap the
+    file as soon as it is no longer needed, as safetensors' ``safe_open``.
 
     Examples
     --------
