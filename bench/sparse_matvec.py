@@ -20,26 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 # One thread for the dense product too, as scipy's sparse one runs (set before numpy loads its BLAS).
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import numpy as np  # noqa: E402
-from common import SHARED_MODELS  # noqa: E402
+from common import SHARED_MODELS, best_time  # noqa: E402
 
 from cmpstore import api  # noqa: E402
 from cmpstore.synthetic import LayerSpec, build_model  # noqa: E402
-
-
-def best_ms(repeat: int, run) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - began)
-    return best * 1000
 
 
 def measure(name: str, cmps: str, layer: str, repeat: int) -> None:
@@ -48,8 +38,8 @@ def measure(name: str, cmps: str, layer: str, repeat: int) -> None:
     x = np.random.default_rng(0).standard_normal(dense.shape[1]).astype(dense.dtype)
     if not np.allclose(matrix @ x, dense @ x, rtol=1e-4, atol=1e-5):
         raise SystemExit(f"{name}: sparse and dense products differ")
-    dense_ms = best_ms(repeat, lambda: dense @ x)
-    sparse_ms = best_ms(repeat, lambda: matrix @ x)
+    dense_ms = 1000 * best_time(lambda: dense @ x, repeat)
+    sparse_ms = 1000 * best_time(lambda: matrix @ x, repeat)
     density = matrix.nnz / dense.size
     print(f"{name:<28}{'x'.join(map(str, dense.shape)):>12}{density:>9.1%}{dense_ms:>11.2f}{sparse_ms:>11.2f}"
           f"{dense_ms / sparse_ms:>9.1f}x", flush=True)  # fmt: skip

@@ -15,25 +15,12 @@ the same bytes.  Prints milliseconds per iteration, best of ``--repeat``.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
-import time
 
 import numpy as np
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from common import best_time  # noqa: E402  (puts the checkout first on sys.path)
 
 from cmpstore.compression.gradients import share_gradients  # noqa: E402
 from cmpstore.finetune.constraints import constrain  # noqa: E402
-
-
-def best_ms(repeat: int, run) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - began)
-    return best * 1000
 
 
 def main() -> None:
@@ -56,8 +43,8 @@ def main() -> None:
         limit.share(work)
         if work.tobytes() != expected.tobytes():
             raise SystemExit(f"{stage}: LayerConstraint.share differs from share_gradients")
-        reference = best_ms(args.repeat, lambda limit=limit: share_gradients(diff, limit.mask, limit.labels))
-        ours = best_ms(args.repeat, lambda limit=limit, work=work: limit.share(work))
+        reference = 1000 * best_time(lambda limit=limit: share_gradients(diff, limit.mask, limit.labels), args.repeat)
+        ours = 1000 * best_time(lambda limit=limit, work=work: limit.share(work), args.repeat)
         print(f"{stage:<24}{reference:>14.1f}{ours:>14.1f}{reference / ours:>9.1f}x")
 
 
