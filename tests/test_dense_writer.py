@@ -75,19 +75,18 @@ def test_a_corrupt_blob_in_a_worker_is_a_format_error_and_leaves_no_file(tmp_pat
 def test_large_models_go_parallel_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(dense_writer, "PARALLEL_ABOVE_BYTES", 1000)
     monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
-    pools = []
-    context = multiprocessing.get_context("fork")
-    real = type(context).Pool
+    started = []
+    real = dense_writer._write_in_workers
 
-    def spy(self, workers, **kwargs):
-        pools.append(workers)
-        return real(self, workers, **kwargs)
+    def spy(workers, tasks, progress, output):
+        started.append(workers)
+        return real(workers, tasks, progress, output)
 
-    monkeypatch.setattr(type(context), "Pool", spy)
+    monkeypatch.setattr(dense_writer, "_write_in_workers", spy)
     raw = lenet_like_bytes()
     dense_writer.write_caffemodel(encoded(raw), tmp_path / "out.caffemodel")
     assert (tmp_path / "out.caffemodel").read_bytes() == raw
-    assert pools == [2]
+    assert started == [2]
 
 
 def test_four_threads_decoding_at_once_each_get_their_own_bytes(tmp_path):

@@ -11,15 +11,16 @@ blob through one small reused buffer), and written at its offset with
 processes (forked, so they share the mapped input and the output file);
 small ones are written in-process.  The output is written atomically: any
 error leaves no file behind.  The workers never outlive the write: any
-error or signal in the parent terminates them (``Pool.terminate``), and on
-Linux each worker asks the kernel to kill it if the parent dies first, even
-by SIGKILL.
+error or signal in the parent kills them, a worker that dies ends the write
+with an error, and on Linux each worker asks the kernel to kill it if the
+parent dies first, even by SIGKILL.
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -32,7 +33,7 @@ from ..atomic import NEW_FILE, Placement, atomic_output
 from ..caffe import netproto
 from ..caffe.caffemodel import caffemodel_layout
 from ..codecs.sparse import SparseCodec
-from ..errors import UsageError
+from ..errors import CmpstoreError, UsageError
 from ..progress import silent
 from .reader import CmpsFile
 
@@ -123,28 +124,68 @@ _WORKER_POLL_SECONDS = 0.5
 def _write_in_workers(workers: int, tasks: list, progress, output: str) -> None:
     """Write the blobs in forked workers; a worker that dies is an error, never a wait forever.
 
-    ``Pool`` replaces a worker that dies (the OOM killer's SIGKILL, a SIGBUS
-    from an input truncated while mapped, an abort) and loses its task, so
-    the result it owed would never come: the workers it started with are
-    watched, and the first that is gone ends the write.  Waiting in short
-    steps also lets the parent's signal handlers run.  Leaving the pool by
-    any exception, Ctrl-C and SIGTERM included, terminates the workers.
+    Each worker gets its share of the blobs up front (largest first, dealt
+    round-robin) and reports each one on a pipe of its own: no queue or lock
+    is shared, so a worker killed at any moment (the OOM killer's SIGKILL, a
+    SIGBUS from an input truncated while mapped, an abort) cannot leave one
+    held.  ``multiprocessing.Pool`` instead replaces a dead worker and loses
+    its task, and can hang in ``terminate`` on a queue lock the dead worker
+    held.  The parent waits in short steps, so its signal handlers run; on
+    any exception, Ctrl-C and SIGTERM included, every worker is killed.
     """
     context = multiprocessing.get_context("fork")
-    before = set(multiprocessing.active_children())
-    with context.Pool(workers, initializer=_start_worker) as pool:
-        started = [child for child in multiprocessing.active_children() if child not in before]
-        results = pool.imap(_write_blob, tasks)
-        for _ in tasks:
-            while True:
-                try:
-                    done = results.next(timeout=_WORKER_POLL_SECONDS)
-                    break
-                except multiprocessing.TimeoutError:
-                    gone = [child for child in started if child.exitcode is not None]
-                    if gone:
-                        raise UsageError(f"a decode worker {_death(gone[0].exitcode)}", path=output) from None
-            progress(*done)
+    children: list[tuple[multiprocessing.Process, object]] = []
+    try:
+        for share in (tasks[first::workers] for first in range(workers)):
+            receiver, sender = context.Pipe(duplex=False)
+            child = context.Process(target=_worker_main, args=(share, sender), daemon=True)
+            child.start()
+            sender.close()
+            children.append((child, receiver))
+        running = dict(children)
+        while running:
+            ready = multiprocessing.connection.wait(
+                [*running.values(), *(child.sentinel for child in running)], timeout=_WORKER_POLL_SECONDS
+            )
+            for child, receiver in list(running.items()):
+                if receiver in ready or child.sentinel in ready:
+                    if _drain(receiver, progress, output) or child.sentinel in ready:
+                        child.join()
+                        if child.exitcode != 0:
+                            raise UsageError(f"a decode worker {_death(child.exitcode)}", path=output)
+                        del running[child]
+    finally:
+        for child, receiver in children:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receiver.close()
+
+
+def _drain(receiver, progress, output: str) -> bool:
+    """Report what a worker has written; True once it says it has written its share."""
+    while receiver.poll():
+        try:
+            kind, *rest = receiver.recv()
+        except EOFError:
+            return False
+        if kind == "error":
+            raise rest[0]
+        if kind == "end":
+            return True
+        progress(*rest)
+    return False
+
+
+def _worker_main(share: list, sender) -> None:
+    _start_worker()
+    try:
+        for task in share:
+            sender.send(("done", *_write_blob(task)))
+    except (CmpstoreError, OSError, MemoryError) as exc:  # a blob that does not decode, a full disk: raised there
+        sender.send(("error", exc))
+        return
+    sender.send(("end",))
 
 
 def _death(exitcode: int) -> str:
