@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from ..atomic import Placement, check_output
 from ..compression.settings import checked_seed
 from ..errors import UsageError
 from .data import load_dataset
@@ -200,6 +201,10 @@ def plan(
         data_spec=data or "",
         log=log,
     )
+    inputs = [os.fspath(path) for path in (net, solver, weights)]
+    for path in (output, sensitivity_json, plot):  # refused before the sweep, not after it
+        if path is not None:
+            check_output(path, Placement.of(force, inputs))
     sensitivity = planner.measure_sensitivity(
         job,
         chosen,
@@ -209,16 +214,16 @@ def plan(
         log,
     )
     if sensitivity_json is not None:
-        planner.write_json(sensitivity.to_json(), os.fspath(sensitivity_json), force)
+        planner.write_json(sensitivity.to_json(), os.fspath(sensitivity_json), force, inputs)
     if plot is not None:
-        planner.plot_sensitivity(sensitivity, os.fspath(plot))
+        planner.plot_sensitivity(sensitivity, os.fspath(plot), force, inputs)
     if target_ratio is not None:
         from .. import api
 
         target_bytes = int(len(api.caffemodel_bytes(weights)) / target_ratio)
     proposal = planner.propose(sensitivity, os.fspath(weights), target_bytes=target_bytes, max_drop=max_drop,
                                iterations=iterations)  # fmt: skip
-    planner.write_json(proposal.schedule, os.fspath(output), force)
+    planner.write_json(proposal.schedule, os.fspath(output), force, inputs)
     log(
         f"wrote {os.fspath(output)}: tolerance {proposal.tolerance:.2%} per layer without retraining, "
         f"{proposal.predicted_bytes:,} B predicted ({proposal.predicted_ratio:.1f}x) before finetuning"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import api
+from ..atomic import Placement, atomic_output, write_chunks
 from ..compression.transform import prune_and_share
 from ..errors import UsageError
 from . import driver
@@ -218,7 +219,7 @@ def _schedule(model, settings, iterations, solver, tolerance, sensitivity, predi
     }
 
 
-def plot_sensitivity(sensitivity: Sensitivity, path: str) -> None:
+def plot_sensitivity(sensitivity: Sensitivity, path: str, force: bool = False, inputs=()) -> None:
     """Accuracy against the fraction of weights kept, one curve per layer (Han et al. 2015, Figure 6)."""
     import matplotlib
 
@@ -235,10 +236,10 @@ def plot_sensitivity(sensitivity: Sensitivity, path: str) -> None:
     axes.set_title("Sensitivity to pruning, one layer at a time, without retraining")
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_output(path, Placement.of(force, inputs)) as stream:
+        figure.savefig(stream, dpi=120, format="png")
+    plt.close(figure)
 
 
-def write_json(document: dict, path: str, force: bool) -> None:
-    from ..atomic import Placement, write_chunks
-
-    write_chunks(path, [(json.dumps(document, indent=2) + "\n").encode()], Placement.of(force, []))
+def write_json(document: dict, path: str, force: bool, inputs=()) -> None:
+    write_chunks(path, [(json.dumps(document, indent=2) + "\n").encode()], Placement.of(force, inputs))
