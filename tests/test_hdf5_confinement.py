@@ -183,6 +183,20 @@ def test_a_diff_that_does_not_fill_its_blob_is_refused_for_hdf5(tmp_path):
     blob = layer.blobs.add(data=[1.0] * 6, diff=[0.5] * 4)
     blob.shape.dim.extend([2, 3])
     model = split_caffemodel(net.SerializeToString())
-    with pytest.raises(ModelError, match=r"out.h5: layer 'fc' blob 0: holds 4 diff values for a blob of shape \[2, 3\]"):
+    message = r"out.h5: layer 'fc' blob 0: holds 4 diff values for a blob of shape \[2, 3\]"
+    with pytest.raises(ModelError, match=message):
         api.save_model(model, tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_hard_links_to_one_dataset_are_bounded_in_total(tmp_path):
+    """Each name passes the per-dataset bound; together they would declare far more than is stored."""
+    path = tmp_path / "aliased.caffemodel.h5"
+    with h5py.File(path, "w") as h5:
+        first = h5.create_group("data").create_group("l0")
+        first.create_dataset("0", data=np.zeros((256, 1024), np.float32), compression="gzip", compression_opts=9)
+        for index in range(1, 2000):
+            h5["data"].create_group(f"l{index}")["0"] = first["0"]  # a hard link, not a copy
+    assert path.stat().st_size < 4 << 20  # 2,000 names of one 1 MiB dataset: 2 GiB declared
+    with pytest.raises(ModelError, match=r"declare [\d,]+ bytes of values in all but store [\d,]+ bytes \(1 distinct"):
+        api.load_model(path)

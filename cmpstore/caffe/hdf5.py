@@ -71,6 +71,9 @@ def _read(h5, path: str) -> Model:
     # Every dataset is located and checked before any is read: a few kilobytes of HDF5 can declare gigabytes.
     layers = []
     decoded = 0
+    # Hard links can name one stored dataset many times: each name passes the bound on its own,
+    # so the whole file's declared bytes are bounded by its distinct datasets' stored bytes too.
+    stored_by_object: dict = {}
     for name in data.keys():
         if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes
             raise ModelError(f"layer name {name!r} is not UTF-8 text, which Caffe layer names are", path=path)
@@ -85,17 +88,27 @@ def _read(h5, path: str) -> Model:
             if not isinstance(dataset, h5py.Dataset):
                 raise ModelError(f"blobs must be datasets named 0..{len(group) - 1}", path=path, where=where)
             decoded += _checked_size(dataset, path, f"{where} blob {blob_index}")
+            stored_by_object[dataset.id] = dataset.id.get_storage_size()
             diff = None
             if isinstance(diff_group, h5py.Group):
                 diff = _linked(diff_group, str(blob_index), path)
                 if isinstance(diff, h5py.Dataset):
                     decoded += _checked_size(diff, path, f"{where} diff {blob_index}")
+                    stored_by_object[diff.id] = diff.id.get_storage_size()
                 else:
                     diff = None
             blobs.append((dataset, diff))
         layers.append((name, blobs))
     if not layers:
         raise ModelError("HDF5 'data' group holds no layers", path=path)
+    stored = sum(stored_by_object.values())
+    if decoded > inflate_bound(stored):
+        raise ModelError(
+            f"its datasets declare {decoded:,} bytes of values in all but store {stored:,} bytes "
+            f"({len(stored_by_object):,} distinct datasets, the rest names for them), more than any HDF5 filter "
+            "inflates (DEFLATE's 1032:1)",
+            path=path,
+        )
     try:
         limits.check_model(decoded, ModelError)
     except ModelError as exc:
