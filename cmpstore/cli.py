@@ -114,6 +114,11 @@ def _to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def _quiet_or(args, log):
+    """``log``, or a log that says nothing under ``-q`` (errors still reach stderr)."""
+    return (lambda line: None) if args.quiet else log
+
+
 def _discard_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's final flush does not fail again."""
     if sys.stdout is not None:
@@ -499,7 +504,7 @@ def _finetune(args) -> int:
             snapshot_every=args.snapshot_every,
             verbose=args.verbose,
             progress_bar=wants_bar(args.quiet),
-            log=_to_stderr,
+            log=_quiet_or(args, _to_stderr),
         )
     except KeyboardInterrupt:
         _to_stderr("cmpstore finetune: interrupted; rerun the same command to resume")
@@ -542,7 +547,7 @@ def _plan(args) -> int:
         plot=args.plot,
         gpu=args.mode == "gpu",
         force=args.force,
-        log=_to_stderr,
+        log=_quiet_or(args, _to_stderr),
     )
     return 0
 
