@@ -129,6 +129,13 @@ def print_spread(runs: list[dict]) -> None:
         )
 
 
+ANCHORS = (
+    ("Deep Compression (paper)", 39.0, 99.26, "s"),
+    ("DeepCompression-caffe (fork)", 30.0, 99.06, "D"),
+    ("soft weight-sharing", 162.0, 99.03, "*"),
+)
+
+
 def plot(runs: list[dict], path: str) -> None:
     import matplotlib
 
@@ -143,10 +150,15 @@ def plot(runs: list[dict], path: str) -> None:
             [100 * list(f["stages"].values())[-1]["top1"] for f in chosen],
             label=schedule,
         )
+    # Published LeNet-5 points, as their papers report them (top-1 on the MNIST test set).
+    for label, ratio, top1, marker in ANCHORS:
+        axes.scatter([ratio], [top1], marker=marker, color="black", zorder=3)
+        axes.annotate(label, (ratio, top1), textcoords="offset points", xytext=(5, -10), fontsize="x-small")
     pretrained = 100 * runs[0]["pretrained_top1"]
     axes.axhline(pretrained, color="black", linestyle="--", linewidth=1, label=f"pretrained, dense ({pretrained:.2f}%)")
     axes.axhline(99.0, color="grey", linestyle=":", linewidth=1)
-    axes.axvline(50.0, color="grey", linestyle=":", linewidth=1)
+    axes.axvline(150.0, color="grey", linestyle=":", linewidth=1)
+    axes.set_xscale("log")
     axes.set_xlabel("compression ratio (dense caffemodel / .cmps)")
     axes.set_ylabel("top-1 on the MNIST test set (%)")
     axes.set_title("LeNet-5: accuracy against size after finetuning")
