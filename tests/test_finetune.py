@@ -510,3 +510,22 @@ def test_npz_arrays_of_the_wrong_kind_are_refused(tmp_path, replace, message):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(UsageError, match=re.escape(message)):
         data.load_dataset(str(tmp_path / "d.npz"))
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        "cmpstore-preflight: TRAIN build\ncmpstore-preflight: TRAIN forward\n"
+        "F20261203 21:15:20.990212 13624 data_transformer.cpp:15] Check failed: a == b (1 vs. 3)\n",
+        # a prefetch thread's fatal line written into the middle of the main thread's
+        "cmpstore-preflight: TRAIN forwardF1203 21:15:20.990212 13624 data_transformer.cpp:15] Check failed: "
+        "a == b (1 vs. 3)\n*** Check failure stack trace: ***\n",
+        "cmpstore-preflight: TRAIN forward\nnoise Check failed: a == b (1 vs. 3)\n",
+    ],
+)
+def test_a_caffe_abort_becomes_one_line_with_the_phase_step_and_data_layer(log):
+    from cmpstore.finetune.preflight import caffe_failure
+
+    assert caffe_failure(log, 134, {"train": ["mnist"]}) == (
+        "Caffe refused the net (TRAIN phase, reading a batch; layer 'mnist'): Check failed: a == b (1 vs. 3)"
+    )

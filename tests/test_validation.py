@@ -104,7 +104,8 @@ def test_example_refuses_a_negative_seed():
 
 
 def test_finetune_refuses_a_negative_seed_before_it_starts(tmp_path):
-    with pytest.raises(UsageError, match=f"^{re.escape(SEED)} -7$"):
+    """The library names its own parameter, not the command line's flag."""
+    with pytest.raises(UsageError, match=f"^{re.escape(SEED.replace('--seed', 'seed'))} -7$"):
         finetune("net", "solver", "weights", tmp_path / "work", layers=["fc1:0.5:4"], iterations=[1, 1], seed=-7)
     assert not (tmp_path / "work").exists()
 
@@ -114,7 +115,8 @@ def test_cli_refuses_a_negative_seed(tmp_path, command):
     source = tmp_path / "lenet.caffemodel"
     api.save_model(build_model(seed=0), source)
     args = ["--seed", "-1"] if command == "example" else [source, "--clusters", "fc=4", "--seed", "-1", "-o"]
-    code, out, err = run_cli(command, *args, tmp_path / "out.caffemodel")
+    output = tmp_path / ("out.cmps" if command == "compress" else "out.caffemodel")
+    code, out, err = run_cli(command, *args, output)
     assert code == 2
     where = f"{source}: " if command == "quantize" else ""  # prune and quantize name their input in every error
     assert err == f"cmpstore {command}: error: {where}{SEED} -1\n"

@@ -24,7 +24,9 @@ from .datalayers import data_layers
 
 #: A glog fatal line: "F1203 20:10:05.123456 12345 data_layer.cpp:45] Check failed: ..." (newer glogs
 #: put the year in front of the month and day: "F20261203 ...").
-_FATAL = re.compile(r"^F(?:\d{4}){1,2} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
+_FATAL = re.compile(r"F(?:\d{4}){1,2} [\d:.]+\s+\d+ ([\w.]+):\d+\] (.*)$")
+#: What a CHECK says, where another thread's output broke its log line.
+_CHECK = re.compile(r"(Check failed: .*)$")
 
 
 def check_in_caffe(net_path: str, weights: str, gpu: bool, env: dict | None = None, name: str | None = None) -> None:
@@ -54,13 +56,18 @@ def caffe_failure(log: str, status: int, data_layers: dict[str, list[str]] | Non
     """
     fatal, source, step = None, "", None
     for line in log.splitlines():
-        if line.startswith(_STEP):
-            step = line[len(_STEP) :].split()
-            continue
-        found = _FATAL.match(line.strip())
+        announced = _STEP_LINE.search(line)
+        if announced:
+            step = [announced.group(1), announced.group(2)]
+        # search, not match: a data layer's prefetch thread can fail while the main thread writes.
+        found = _FATAL.search(line.strip())
         if found:
             source, fatal = found.group(1), found.group(2).strip()
             break
+    if fatal is None:
+        checks = [found for found in map(_CHECK.search, log.splitlines()) if found]
+        if checks:
+            source, fatal = "data", checks[0].group(1).strip()
     if fatal is None:
         python_error = [line for line in log.splitlines() if line.strip()][-1:] or [f"exit status {status}"]
         return f"Caffe failed on this net ({python_error[0].strip()})"
@@ -76,6 +83,7 @@ def caffe_failure(log: str, status: int, data_layers: dict[str, list[str]] | Non
 
 
 _STEP = "cmpstore-preflight: "
+_STEP_LINE = re.compile(r"cmpstore-preflight: (TRAIN|TEST) (build|load|forward)")
 _ACTIONS = {"build": "building the net", "load": "loading the pretrained weights", "forward": "reading a batch"}
 #: Caffe sources whose checks are about the data a data layer reads.
 _DATA_SOURCES = ("data", "db", "transformer", "hdf5", "image", "io.")
