@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import multiprocessing.connection
 import os
+import select
 import signal
 import threading
 from collections.abc import Callable
@@ -142,18 +142,29 @@ def _write_in_workers(workers: int, tasks: list, progress, output: str) -> None:
             child.start()
             sender.close()
             children.append((child, receiver))
-        running = dict(children)
+        # One poll object for the whole write: no objects made and destroyed while waiting, as
+        # multiprocessing.connection.wait makes them, so a signal's exception cannot land in a
+        # destructor, where Python would print and drop it.
+        poller = select.poll()
+        owner = {}
+        for child, receiver in children:
+            for descriptor in (receiver.fileno(), child.sentinel):
+                poller.register(descriptor, select.POLLIN)
+                owner[descriptor] = (child, receiver)
+        running = len(children)
         while running:
-            ready = multiprocessing.connection.wait(
-                [*running.values(), *(child.sentinel for child in running)], timeout=_WORKER_POLL_SECONDS
-            )
-            for child, receiver in list(running.items()):
-                if receiver in ready or child.sentinel in ready:
-                    if _drain(receiver, progress, output) or child.sentinel in ready:
-                        child.join()
-                        if child.exitcode != 0:
-                            raise UsageError(f"a decode worker {_death(child.exitcode)}", path=output)
-                        del running[child]
+            for descriptor, _ in poller.poll(int(_WORKER_POLL_SECONDS * 1000)):
+                if descriptor not in owner:
+                    continue
+                child, receiver = owner[descriptor]
+                if _drain(receiver, progress, output) or descriptor == child.sentinel:
+                    child.join()
+                    if child.exitcode != 0:
+                        raise UsageError(f"a decode worker {_death(child.exitcode)}", path=output)
+                    for done in (receiver.fileno(), child.sentinel):
+                        poller.unregister(done)
+                        del owner[done]
+                    running -= 1
     finally:
         for child, receiver in children:
             if child.is_alive():
