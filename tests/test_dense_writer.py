@@ -156,3 +156,17 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, monkeypatch):
         dense_writer.write_caffemodel(encoded(lenet_like_bytes()), output, workers=2)
     assert time.monotonic() - began < 60
     assert list(tmp_path.iterdir()) == []
+
+
+def test_in_memory_buffer_without_memfd_is_the_same(monkeypatch):
+    raw = lenet_like_bytes()
+    monkeypatch.delattr(dense_writer.os, "memfd_create", raising=False)
+    assert dense_writer.caffemodel_buffer(encoded(raw)).tobytes() == raw
+
+
+def test_in_memory_buffer_in_workers_is_the_same(monkeypatch):
+    if "fork" not in multiprocessing.get_all_start_methods() or not hasattr(os, "memfd_create"):
+        pytest.skip("needs fork and memfd")
+    raw = layer_net_bytes()
+    monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
+    assert dense_writer.caffemodel_buffer(encoded(raw), workers=2).tobytes() == raw

@@ -19,6 +19,7 @@ parent dies first, even by SIGKILL.
 from __future__ import annotations
 
 import itertools
+import mmap
 import multiprocessing
 import os
 import select
@@ -86,34 +87,38 @@ def write_caffemodel(
         Processes to decode blobs in; default: the CPUs, for models above
         64 MiB where ``fork`` is available, else 1 (in-process).
     """
+    try:
+        with atomic_output(output, placement) as stream:
+            return _fill(stream.fileno(), cmps, deploy, workers, progress, os.fspath(output))
+    except OSError as exc:
+        raise UsageError(f"cannot write ({exc.strerror})", path=os.fspath(output)) from None
+
+
+def _fill(descriptor: int, cmps: CmpsFile, deploy: bool, workers: int | None, progress, label: str) -> int:
+    """Write the caffemodel of ``cmps`` into the file ``descriptor``, each blob at its offset; return its size."""
     skeleton = netproto.deploy_skeleton(cmps.skeleton) if deploy else cmps.skeleton
     layout = caffemodel_layout(skeleton, {entry.address: entry.count * entry.dtype.itemsize for entry in cmps.entries})
     offsets = {piece: offset for offset, _, piece in layout if not isinstance(piece, bytes)}
     total = sum(size for _, size, _ in layout)
     tasks = sorted(range(len(cmps.entries)), key=lambda i: -cmps.entries[i].count)  # largest first
     workers = worker_count(workers, len(tasks), total)
+    os.ftruncate(descriptor, total)
+    for offset, _, piece in layout:
+        if isinstance(piece, bytes):
+            os.pwrite(descriptor, piece, offset)
+    write = _Write(cmps, descriptor, offsets)
+    if workers <= 1:
+        for index in tasks:
+            progress(*write.blob(index))
+        return total
+    with _writes_lock:
+        number = next(_write_numbers)
+        _writes[number] = write
     try:
-        with atomic_output(output, placement) as stream:
-            descriptor = stream.fileno()
-            os.ftruncate(descriptor, total)
-            for offset, _, piece in layout:
-                if isinstance(piece, bytes):
-                    os.pwrite(descriptor, piece, offset)
-            write = _Write(cmps, descriptor, offsets)
-            if workers <= 1:
-                for index in tasks:
-                    progress(*write.blob(index))
-            else:
-                with _writes_lock:
-                    number = next(_write_numbers)
-                    _writes[number] = write
-                try:
-                    _write_in_workers(workers, [(number, index) for index in tasks], progress, os.fspath(output))
-                finally:
-                    with _writes_lock:
-                        del _writes[number]
-    except OSError as exc:
-        raise UsageError(f"cannot write ({exc.strerror})", path=os.fspath(output)) from None
+        _write_in_workers(workers, [(number, index) for index in tasks], progress, label)
+    finally:
+        with _writes_lock:
+            del _writes[number]
     return total
 
 
@@ -210,16 +215,30 @@ def _death(exitcode: int) -> str:
     return f"exited with status {exitcode}"
 
 
-def caffemodel_buffer(cmps: CmpsFile, *, deploy: bool = False) -> np.ndarray:
+def caffemodel_buffer(cmps: CmpsFile, *, deploy: bool = False, workers: int | None = None) -> np.ndarray:
     """Decode ``cmps`` into the bytes of its binary caffemodel, in memory: one uint8 array.
 
-    What :func:`write_caffemodel` writes, without a file: the layout is
-    computed first and every blob decoded straight into its place, so the
-    dense model is never assembled from pieces and copied again.  The array
-    starts as zeros the kernel supplies lazily, so a sparse blob only
-    scatters its entries (a dense fill of fresh memory costs more than the
-    decoding, on a VGG-16 fc6).
+    What :func:`write_caffemodel` writes, into an anonymous in-memory file
+    (Linux's ``memfd``) that the array then maps: so large models are decoded
+    by the same forked workers, in parallel (``workers`` as there), and the
+    dense model is never assembled from pieces and copied again.  Where
+    there is no memfd, the blobs are decoded in this process, each straight
+    into its place in one array.
     """
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create("cmpstore-caffemodel")
+        try:
+            total = _fill(descriptor, cmps, deploy, workers, silent, cmps.path or "<memory>")
+            if total == 0:
+                return np.zeros(0, dtype=np.uint8)
+            return np.frombuffer(mmap.mmap(descriptor, total, access=mmap.ACCESS_READ), dtype=np.uint8)
+        finally:
+            os.close(descriptor)
+    return _scattered_buffer(cmps, deploy)
+
+
+def _scattered_buffer(cmps: CmpsFile, deploy: bool) -> np.ndarray:
+    """:func:`caffemodel_buffer` in this process: a sparse blob only scatters its entries into lazily zeroed pages."""
     skeleton = netproto.deploy_skeleton(cmps.skeleton) if deploy else cmps.skeleton
     layout = caffemodel_layout(skeleton, {entry.address: entry.count * entry.dtype.itemsize for entry in cmps.entries})
     total = sum(size for _, size, _ in layout)
