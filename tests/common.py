@@ -142,3 +142,11 @@ def run_finetune(*options: str, env: dict = ROOT_ENV, weights: str = "absent.caf
         "--weights", str(weights), *map(str, options),
     ]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200, cwd=cwd)
+
+
+def with_version(encoded: bytes, version: int) -> bytes:
+    """A .cmps file relabelled with another format version, its header checksum repaired."""
+    data = bytearray(encoded)
+    struct.pack_into("<I", data, 8, version)
+    struct.pack_into("<I", data, 16, zlib.crc32(bytes(data[:16])))
+    return bytes(data)

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 from common import LENET_EXAMPLE as LENET
-from common import pycaffe_env
+from common import pycaffe_env, run_caffe
 from test_finetune_caffe import pretrained_weights
 
 from cmpstore import api
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.caffe
 SCHEDULE = load_schedule(LENET / "seed_schedule.json")
 SHORT = "20,20,40,40,20"
 TEST_ITER = 10  # batches of 100: the 1,000 held-out digits
-WORKER = pathlib.Path(__file__).parent / "caffe" / "worker.py"
 
 
 @pytest.fixture(scope="module")
@@ -227,11 +226,7 @@ def test_hdf5_data_with_three_tops_and_image_data(env, digits, tmp_path):
         net = folder / "net.prototxt"
         net.write_text(layers + body)
         weights = folder / "init.caffemodel"
-        created = subprocess.run(
-            [sys.executable, str(WORKER), "create", str(net), str(weights)],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert created.returncode == 0, created.stderr[-2000:]
+        run_caffe(env, "create", str(net), str(weights))
         solver = folder / "solver.prototxt"
         solver.write_text(lenet_solver(folder).read_text().replace(f"test_iter: {TEST_ITER}", "test_iter: 2"))
         done = finetune(
@@ -257,11 +252,7 @@ def test_a_full_transform_param_runs_as_caffe_applies_it(env, lmdbs, tmp_path):
     )
     net.write_text(text)
     weights = tmp_path / "init.caffemodel"
-    created = subprocess.run(
-        [sys.executable, str(WORKER), "create", str(net), str(weights)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr[-2000:]
+    run_caffe(env, "create", str(net), str(weights))
     done = finetune(
         env, net, lenet_solver(tmp_path), weights, tmp_path / "work", "--layer", "fc1:0.9:16", "--iterations", "10,10"
     )

@@ -1,11 +1,8 @@
 """FLOAT16 blobs (OpenCV's and NVIDIA Caffe's ``raw_data``): float16 payloads from the caffemodel to every output."""
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
-from common import assert_bit_identical
+from common import assert_bit_identical, with_version
 from nets import float16_net_bytes
 
 from cmpstore import api
@@ -94,13 +91,6 @@ def test_compress_prunes_and_shares_float16_weights(float16_model):
     ip = weights["ip"][0]
     assert ip.dtype == np.dtype("<f2")
     assert np.count_nonzero(ip) <= 288 and np.unique(ip[ip != 0]).size <= 4
-
-
-def with_version(encoded: bytes, version: int) -> bytes:
-    data = bytearray(encoded)
-    struct.pack_into("<I", data, 8, version)
-    struct.pack_into("<I", data, 16, zlib.crc32(bytes(data[:16])))
-    return bytes(data)
 
 
 def test_version_1_file_with_float16_values_is_refused(float16_model):

@@ -4,13 +4,10 @@ Before format version 4 they stayed in the skeleton as bytes, where ``verify``
 did not compare them and ``.npz`` gave an empty array (red team round 3, A7).
 """
 
-import struct
-import zlib
-
 import h5py
 import numpy as np
 import pytest
-from common import assert_bit_identical, run_cli
+from common import assert_bit_identical, run_cli, with_version
 
 from cmpstore import api
 from cmpstore.caffe._proto import caffe_pb2
@@ -46,13 +43,6 @@ def raw_model(tmp_path):
     path = tmp_path / "nvcaffe.caffemodel"
     path.write_bytes(raw_net_bytes())
     return path
-
-
-def with_version(encoded: bytes, version: int) -> bytes:
-    data = bytearray(encoded)
-    struct.pack_into("<I", data, 8, version)
-    struct.pack_into("<I", data, 16, zlib.crc32(bytes(data[:16])))
-    return bytes(data)
 
 
 def as_version_2_wrote_it(model_path) -> bytes:
