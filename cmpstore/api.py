@@ -17,8 +17,7 @@ import numpy as np
 
 from . import formats, limits
 from .atomic import Placement, check_output, write_chunks
-from .caffe import netproto
-from .caffe.caffemodel import join_caffemodel
+from .caffe import caffemodel, netproto
 from .caffe.model import Model
 from .cmps import container
 from .cmps.dense_writer import caffemodel_buffer, write_caffemodel
@@ -407,7 +406,7 @@ def caffemodel_array(source: str | os.PathLike | Model, *, deploy: bool = False)
     model = _checked(source) if path is None else load_model(path)
     if deploy:
         model = _deployed(model, path)
-    return np.frombuffer(b"".join(bytes(memoryview(chunk)) for chunk in join_caffemodel(model)), dtype=np.uint8)
+    return np.frombuffer(caffemodel.caffemodel_bytes(model), dtype=np.uint8)
 
 
 def export_onnx(
