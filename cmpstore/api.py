@@ -48,6 +48,7 @@ __all__ = [
     "load_model",
     "load_weights",
     "plot",
+    "read_npz",
     "report",
     "save_model",
     "sparse_weights",
@@ -195,6 +196,7 @@ def decode(
     progress: Progress = silent,
     max_output_bytes: int | None = None,
     force: bool = False,
+    sparse: bool = False,
 ) -> Model | None:
     """Decode a ``.cmps`` file: into memory, or into ``output``.
 
@@ -223,6 +225,11 @@ def decode(
         files.  The format's own limits (docs/FORMAT.md) always apply.
     force : bool
         Replace an existing ``output`` (never the input).
+    sparse : bool
+        With an ``npz`` output, write every blob of two or more axes as a
+        CSR matrix (scipy's ``data``/``indices``/``indptr``/``shape`` arrays
+        under ``<layer>/<blob>/``), built from the sparse entries without a
+        dense array; 1-D blobs stay dense.  :func:`read_npz` reads it back.
 
     Examples
     --------
@@ -242,7 +249,15 @@ def decode(
     if output is not None:
         target = formats.for_output(output, format)
         check_output(output, placement)
+    if sparse and target is not formats.NPZ:
+        raise UsageError("sparse matrices are written to an .npz output only", path=path)
     cmps = _open(path, max_output_bytes)
+    if sparse:
+        from .sparse_matrix import write_sparse_npz
+
+        with reading(path):
+            write_sparse_npz(cmps, os.fspath(output), placement)
+        return None
     if target is None:
         with reading(path):
             model = cmps.model(progress)
@@ -439,6 +454,31 @@ def export_onnx(
     if output is not None:
         write_chunks(output, [data], Placement.of(force, [path, prototxt]))
     return data
+
+
+def read_npz(path: str | os.PathLike) -> dict:
+    """The blobs of an ``.npz`` that cmpstore wrote, keyed ``"<layer>/<blob>"``.
+
+    A blob written sparse (``decode(..., format="npz", sparse=True)``) comes
+    back as a ``scipy.sparse.csr_array`` (float16 values as float32, which
+    scipy needs), every other blob as a numpy array.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from cmpstore.synthetic import build_model
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> decode(folder / "lenet.cmps", folder / "lenet.npz", sparse=True)
+    >>> blobs = read_npz(folder / "lenet.npz")
+    >>> type(blobs["fc1/0"]).__name__, blobs["fc1/0"].shape, blobs["fc1/1"].shape
+    ('csr_array', (500, 800), (500,))
+    """
+    from .sparse_matrix import read_npz as read
+
+    path = os.fspath(path)
+    with reading(path):
+        return read(path)
 
 
 def sparse_weights(source: str | os.PathLike, layer: str, blob: int = 0):

@@ -217,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: from the output name's extension, else caffemodel)",
     )
     decode.add_argument(
+        "--sparse",
+        action="store_true",
+        help="with --format npz: each blob of 2 or more axes as CSR arrays '<layer>/<blob>/data|indices|indptr|shape' "
+        "(scipy's layout; cmpstore.read_npz reads them back), built without a dense copy; 1-D blobs stay dense",
+    )
+    decode.add_argument(
         "--deploy",
         action="store_true",
         help="turn CmpConvolution/CmpInnerProduct into Convolution/InnerProduct for stock Caffe",
@@ -386,6 +392,8 @@ def _decode(args) -> int:
     stdout = _data_stdout() if output == "-" else None
     if stdout and formats.by_name(args.format or "caffemodel") is not formats.CAFFEMODEL:
         raise UsageError(f"--format {args.format} needs a seekable file, not standard output")
+    if args.sparse and formats.for_output(output, args.format) is not formats.NPZ:
+        raise UsageError("--sparse needs an .npz output (--format npz)")
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
         if stdout:
@@ -401,6 +409,7 @@ def _decode(args) -> int:
                 progress=progress,
                 max_output_bytes=args.max_output_bytes,
                 force=args.force,
+                sparse=args.sparse,
             )
     finally:
         progress.close()
@@ -409,7 +418,7 @@ def _decode(args) -> int:
             stdout.write(chunk)
         _summary(args, output, f"{args.encoded} -> standard output (caffemodel)")
     else:
-        written = formats.for_output(output, args.format).name
+        written = formats.for_output(output, args.format).name + (", sparse" if args.sparse else "")
         _summary(args, output, f"{args.encoded} -> {output} ({os.path.getsize(output):,} B, {written})")
     return 0
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from common import CAFFE_DIR, run_cli, shared_model
+from nets import float16_net_bytes
 
 from cmpstore import api
 from cmpstore.cmps.reader import open_cmps
@@ -62,6 +63,65 @@ def test_sparse_weights_name_a_missing_layer(lenet):
     _, encoded = lenet
     with pytest.raises(UsageError, match="lenet.cmps: no values for layer 'fc9' blob 0 .*conv1, conv2, fc1, fc2"):
         api.sparse_weights(encoded, "fc9")
+
+
+def _assert_sparse_npz_holds(npz_path, dense: dict[str, list[np.ndarray]]) -> None:
+    blobs = api.read_npz(npz_path)
+    assert sorted(blobs) == sorted(f"{layer}/{index}" for layer, arrays in dense.items() for index in range(len(arrays)))
+    for layer, arrays in dense.items():
+        for index, wanted in enumerate(arrays):
+            got = blobs[f"{layer}/{index}"]
+            if wanted.ndim >= 2:
+                assert got.nnz == np.count_nonzero(wanted)
+                assert np.array_equal(got.toarray(), wanted.reshape(got.shape).astype(got.dtype))
+                assert got.dtype == (np.float32 if wanted.dtype == np.float16 else wanted.dtype)
+            else:
+                assert got.dtype == wanted.dtype and got.tobytes() == wanted.tobytes()
+
+
+def test_sparse_npz_holds_every_blob_and_scipy_reads_its_layout(lenet, tmp_path):
+    source, encoded = lenet
+    output = tmp_path / "lenet.npz"
+    code, out, err = run_cli("decode", encoded, "-o", output, "--sparse")
+    assert code == 0 and err == "" and "npz, sparse" in out
+    _assert_sparse_npz_holds(output, api.load_weights(source))
+    from scipy import sparse
+
+    with np.load(output) as arrays:
+        assert arrays["conv2/0/blob_shape"].tolist() == [50, 20, 5, 5]
+        fc1 = sparse.csr_array(
+            (arrays["fc1/0/data"], arrays["fc1/0/indices"], arrays["fc1/0/indptr"]), shape=tuple(arrays["fc1/0/shape"])
+        )
+    assert fc1.nnz == 40000 and np.array_equal(fc1.toarray(), api.load_weights(source)["fc1"][0])
+
+
+def test_sparse_npz_is_built_without_decoding_a_sparse_blob_densely(lenet, tmp_path, monkeypatch):
+    _, encoded = lenet
+
+    def no_dense_decode(*args, **kwargs):
+        raise AssertionError("decoded densely")
+
+    monkeypatch.setattr(SparseCodec, "decode", no_dense_decode)
+    monkeypatch.setattr(SparseCodec, "windows", no_dense_decode)
+    api.decode(encoded, tmp_path / "lenet.npz", sparse=True)
+    assert api.read_npz(tmp_path / "lenet.npz")["fc1/0"].nnz == 40000
+
+
+def test_sparse_npz_of_float16_and_raw_float_blobs(tmp_path):
+    source = tmp_path / "fp16.caffemodel"
+    source.write_bytes(float16_net_bytes())
+    api.encode(source, tmp_path / "fp16.cmps")
+    api.decode(tmp_path / "fp16.cmps", tmp_path / "fp16.npz", sparse=True)
+    _assert_sparse_npz_holds(tmp_path / "fp16.npz", api.load_weights(source))
+
+
+def test_sparse_needs_an_npz_output(lenet, tmp_path):
+    _, encoded = lenet
+    code, out, err = run_cli("decode", encoded, "-o", tmp_path / "x.caffemodel", "--sparse")
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "--sparse needs an .npz output" in err
+    assert not (tmp_path / "x.caffemodel").exists()
+    with pytest.raises(UsageError, match="written to an .npz output only"):
+        api.decode(encoded, tmp_path / "x.h5", sparse=True)
 
 
 def _forward(net, inputs: dict[str, np.ndarray]) -> np.ndarray:
