@@ -25,7 +25,7 @@ from .cmps.reader import CmpsFile, open_cmps
 from .cmps.writer import SPARSE_CODERS, encode_model
 from .compression import selectors, settings
 from .compression.transform import LayerOutcome, compress_weights
-from .errors import FormatError, ModelError, UsageError, reading
+from .errors import FormatError, ModelError, UsageError, option, reading
 from .progress import silent
 from .report import Report, build_report
 
@@ -681,9 +681,9 @@ def _deployed(model: Model, path: str) -> Model:
 
 
 def _index_bits_policy(index_bits: Mapping[str, int], model: Model, path: str | None):
-    index_bits = settings.checked(index_bits, settings.checked_index_bits, "--index-bits")
+    index_bits = settings.checked(index_bits, settings.checked_index_bits, option("index_bits"))
     try:
-        selectors.check_names(index_bits, model.layers, "--index-bits")
+        selectors.check_names(index_bits, model.layers, option("index_bits"))
     except UsageError as exc:
         raise exc.located(path=path) from None
     return lambda layer: selectors.setting_for(index_bits, layer)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import UsageError
+from .errors import UsageError, option
 
 TEMPORARY_PREFIX = ".cmpstore-"
 TEMPORARY_SUFFIX = ".part"
@@ -78,8 +78,11 @@ def check_output(path: str | os.PathLike, placement: Placement, *, placing: bool
         raise UsageError("is not a regular file (a device, FIFO or socket); cmpstore writes regular files", path=path)
     if not placement.force:
         if placing:
-            raise UsageError("output appeared while it was being written; use --force to overwrite it", path=path)
-        raise UsageError("output exists; use --force to overwrite it", path=path)
+            raise UsageError(
+                f"output appeared while it was being written; use {option('force', 'force=True')} to overwrite it",
+                path=path,
+            )
+        raise UsageError(f"output exists; use {option('force', 'force=True')} to overwrite it", path=path)
 
 
 @contextlib.contextmanager
@@ -131,7 +134,10 @@ def _put_in_place(temporary: str, path: str, placement: Placement) -> None:
     try:
         os.link(temporary, path)  # fails if the name exists: the check and the placing are one step
     except FileExistsError:
-        raise UsageError("output appeared while it was being written; use --force to overwrite it", path=path) from None
+        raise UsageError(
+            f"output appeared while it was being written; use {option('force', 'force=True')} to overwrite it",
+            path=path,
+        ) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
@@ -140,7 +146,8 @@ def _put_in_place(temporary: str, path: str, placement: Placement) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             raise UsageError(
-                "output appeared while it was being written; use --force to overwrite it", path=path
+                f"output appeared while it was being written; use {option('force', 'force=True')} to overwrite it",
+                path=path,
             ) from None
         os.replace(temporary, path)
         return

@@ -21,7 +21,7 @@ from .caffe import caffemodel, netproto
 from .cmps.container import FILE_EXTENSION
 from .cmps.container import VERSIONS as FORMAT_VERSIONS
 from .compression import kmeans, selectors, transform
-from .errors import CmpstoreError, ModelError, UsageError, reading
+from .errors import CmpstoreError, ModelError, UsageError, option_names, reading
 from .progress import Progress, wants_bar
 from .report import format_outcomes, format_table
 
@@ -67,6 +67,25 @@ def _terminate(signum, frame):
     raise Terminated(signum)
 
 
+#: The library's parameters as this command line spells them: its messages name the flags (errors.option).
+FLAGS = {
+    "backend": "--backend",
+    "clusters": "--clusters",
+    "data": "--data",
+    "dry_run": "--dry-run",
+    "force": "--force",
+    "index_bits": "--index-bits",
+    "init": "--init",
+    "iterations": "--iterations",
+    "layer": "--layer",
+    "max_seconds": "--max-seconds",
+    "plot": "--plot",
+    "ratios": "--ratios",
+    "seed": "--seed",
+    "work_dir": "--work-dir",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -76,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if sys.stdout is None:  # started with stdout closed: the first write, of text or data, must fail clearly
         sys.stdout = _ClosedStdout()
     try:
-        status = args.run(args)
+        with option_names(FLAGS):
+            status = args.run(args)
         if sys.stdout is not None:
             sys.stdout.flush()  # here, where a full disk or a closed pipe can still be reported
         return status

@@ -9,7 +9,36 @@ status 2.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import contextvars
+from collections.abc import Iterator, Mapping
+
+#: How messages name parameters: empty for the API, which names its own; the command line sets its flags.
+_option_names: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "cmpstore_option_names", default=None
+)
+
+
+def option(name: str, api_form: str | None = None) -> str:
+    """How a message names the parameter ``name``: ``api_form`` (default ``name``), or the flag it has on the
+    command line when the command line is running (see :func:`option_names`).
+
+    >>> option("force", "force=True")
+    'force=True'
+    >>> with option_names({"force": "--force"}):
+    ...     option("force", "force=True")
+    '--force'
+    """
+    return (_option_names.get() or {}).get(name, api_form or name)
+
+
+@contextlib.contextmanager
+def option_names(names: Mapping[str, str]) -> Iterator[None]:
+    """Within this block, messages name each parameter in ``names`` as mapped (the command line's flags)."""
+    token = _option_names.set(names)
+    try:
+        yield
+    finally:
+        _option_names.reset(token)
 
 
 class CmpstoreError(Exception):

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from .atomic import NEW_FILE, Placement, atomic_output
-from .errors import UsageError
+from .errors import UsageError, option
 from .report import Report
 
 _PARTS = (
@@ -36,7 +36,7 @@ def plot_report(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'cmpstore[plot]'") from None
+        raise UsageError(f"{option('plot')} needs matplotlib: pip install 'cmpstore[plot]'") from None
     coded = [row for row in report.layers if row.codebook_entries]
     columns = min(4, max(1, len(coded)))
     rows = math.ceil(len(coded) / columns)

@@ -16,6 +16,7 @@ import numpy as np
 from .caffe import netproto
 from .caffe.model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload, SourceFormat
 from .compression.settings import checked_seed
+from .errors import option
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def pruned_quantized(shape, density: float, clusters: int | None, rng: np.random
 
 def build_model(specs=LENET, seed: int = 0, name: str = "example") -> Model:
     """A binary-caffemodel :class:`~cmpstore.caffe.model.Model` with these weight layers."""
-    rng = np.random.default_rng(checked_seed(seed, "--seed"))
+    rng = np.random.default_rng(checked_seed(seed, option("seed")))
     net = netproto.NetParameter(name=name)
     payloads = []
     bottom = "data"

@@ -132,7 +132,7 @@ def test_exact_kmeans_refuses_layers_too_large_for_memory(monkeypatch):
 
     monkeypatch.setattr(kmeans, "MAX_OPTIMAL_POINTERS", 1000)
     model = build_model((LayerSpec("fc", "InnerProduct", (10, 500)),), seed=1)
-    with pytest.raises(UsageError, match="layer 'fc' blob 0: exact k-means here needs .* use --init linear"):
+    with pytest.raises(UsageError, match="layer 'fc' blob 0: exact k-means here needs .* use init 'linear'"):
         compress_weights(model, {}, {"fc": 8}, init="optimal")
 
 

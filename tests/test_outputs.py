@@ -82,7 +82,7 @@ def test_import_han_never_replaces_its_prototxt(tmp_path):
 def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
     """The existence check holds when the file is put in place, not only at the start."""
     output = tmp_path / "out.bin"
-    with pytest.raises(UsageError, match="output appeared while it was being written; use --force"):
+    with pytest.raises(UsageError, match="output appeared while it was being written; use force=True"):
         with atomic_output(output) as stream:
             stream.write(b"new")
             output.write_bytes(b"someone else's")

@@ -16,12 +16,12 @@ MODEL = build_model(seed=0)
 @pytest.mark.parametrize(
     ("ratios", "clusters", "message"),
     [
-        ({}, {"fc": 0}, "--clusters fc: the number of clusters must be in 1..65536, got 0"),
-        ({}, {"fc": 70_000}, "--clusters fc: the number of clusters must be in 1..65536, got 70000"),
-        ({}, {"fc": 2.5}, "--clusters fc: the number of clusters must be in 1..65536, got 2.5"),
-        ({"fc": 1.5}, {}, "--ratios fc: a sparse ratio must be in [0, 1), got 1.5"),
-        ({"fc": -0.1}, {}, "--ratios fc: a sparse ratio must be in [0, 1), got -0.1"),
-        ({"fc": True}, {}, "--ratios fc: a sparse ratio must be in [0, 1), got True"),
+        ({}, {"fc": 0}, "clusters fc: the number of clusters must be in 1..65536, got 0"),
+        ({}, {"fc": 70_000}, "clusters fc: the number of clusters must be in 1..65536, got 70000"),
+        ({}, {"fc": 2.5}, "clusters fc: the number of clusters must be in 1..65536, got 2.5"),
+        ({"fc": 1.5}, {}, "ratios fc: a sparse ratio must be in [0, 1), got 1.5"),
+        ({"fc": -0.1}, {}, "ratios fc: a sparse ratio must be in [0, 1), got -0.1"),
+        ({"fc": True}, {}, "ratios fc: a sparse ratio must be in [0, 1), got True"),
     ],
 )
 def test_compress_weights_raises_usage_errors_for_bad_settings(ratios, clusters, message):
@@ -43,7 +43,7 @@ def test_the_largest_cluster_count_is_allowed_everywhere():
 
 @pytest.mark.parametrize("bits", [0, 17, 4.0])
 def test_encode_checks_index_bits(bits):
-    with pytest.raises(UsageError, match=re.escape(f"--index-bits conv: index bits must be in 1..16, got {bits}")):
+    with pytest.raises(UsageError, match=re.escape(f"index_bits conv: index bits must be in 1..16, got {bits}")):
         cmpstore.encode(MODEL, index_bits={"conv": bits})
 
 

@@ -89,7 +89,7 @@ def test_cli_refuses_nonfinite_weights_in_one_line(tmp_path, command, option):
 
 # --- seeds -------------------------------------------------------------------------------------
 
-SEED = "--seed: a seed must be a whole number, 0 or more (numpy's generators need it), got"
+SEED = "seed: a seed must be a whole number, 0 or more (numpy's generators need it), got"
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
@@ -105,7 +105,7 @@ def test_example_refuses_a_negative_seed():
 
 def test_finetune_refuses_a_negative_seed_before_it_starts(tmp_path):
     """The library names its own parameter, not the command line's flag."""
-    with pytest.raises(UsageError, match=f"^{re.escape(SEED.replace('--seed', 'seed'))} -7$"):
+    with pytest.raises(UsageError, match=f"^{re.escape(SEED)} -7$"):
         finetune("net", "solver", "weights", tmp_path / "work", layers=["fc1:0.5:4"], iterations=[1, 1], seed=-7)
     assert not (tmp_path / "work").exists()
 
@@ -119,7 +119,7 @@ def test_cli_refuses_a_negative_seed(tmp_path, command):
     code, out, err = run_cli(command, *args, output)
     assert code == 2
     where = f"{source}: " if command == "quantize" else ""  # prune and quantize name their input in every error
-    assert err == f"cmpstore {command}: error: {where}{SEED} -1\n"
+    assert err == f"cmpstore {command}: error: {where}--{SEED} -1\n"
 
 
 # --- HDF5 layer names ------------------------------------------------------------------------------
@@ -349,9 +349,9 @@ def with_pool1() -> Model:
     return Model(net.SerializeToString(), model.payloads, model.source_format)
 
 
-@pytest.mark.parametrize("option, setting", [("--ratios", {"pool1": 0.5}), ("--clusters", {"pool1": 8})])
+@pytest.mark.parametrize("option, setting", [("ratios", {"pool1": 0.5}), ("clusters", {"pool1": 8})])
 def test_a_setting_for_a_layer_without_weights_is_refused(option, setting):
-    ratios, clusters = (setting, None) if option == "--ratios" else (None, setting)
+    ratios, clusters = (setting, None) if option == "ratios" else (None, setting)
     with pytest.raises(UsageError) as caught:
         compress_weights(with_pool1(), ratios, clusters)
     assert str(caught.value) == (
@@ -361,7 +361,7 @@ def test_a_setting_for_a_layer_without_weights_is_refused(option, setting):
 
 
 def test_index_bits_for_a_layer_without_weights_is_refused():
-    with pytest.raises(UsageError, match="^--index-bits names layer 'pool1', a Pooling layer: --index-bits applies"):
+    with pytest.raises(UsageError, match="^index_bits names layer 'pool1', a Pooling layer: index_bits applies"):
         api.encode(with_pool1(), index_bits={"pool1": 8})
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..caffe import netproto
 from ..caffe.model import Model, Payload
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, UsageError, option
 from ..progress import silent
 from . import kmeans, settings
 from .prune import prune
@@ -73,15 +73,15 @@ def compress_weights(
     if not isinstance(model, Model):
         raise UsageError(f"expected a cmpstore Model, got {type(model).__name__}")
     model.check()
-    ratios = settings.checked(ratios, settings.checked_ratio, "--ratios")
-    clusters = settings.checked(clusters, settings.checked_clusters, "--clusters")
-    seed = settings.checked_seed(seed, "--seed")
+    ratios = settings.checked(ratios, settings.checked_ratio, option("ratios"))
+    clusters = settings.checked(clusters, settings.checked_clusters, option("clusters"))
+    seed = settings.checked_seed(seed, option("seed"))
     if init not in kmeans.INITIALIZATIONS:
         raise UsageError(f"unknown k-means initialization {init!r}; use {', '.join(kmeans.INITIALIZATIONS)}")
     if empty not in kmeans.EMPTY_CLUSTER_POLICIES:
         raise UsageError(f"unknown empty-cluster policy {empty!r}; use {', '.join(kmeans.EMPTY_CLUSTER_POLICIES)}")
-    check_names(ratios, model.layers, "--ratios")
-    check_names(clusters, model.layers, "--clusters")
+    check_names(ratios, model.layers, option("ratios"))
+    check_names(clusters, model.layers, option("clusters"))
     payloads = []
     outcomes = []
     for payload in model.payloads:
@@ -153,7 +153,7 @@ def _cluster(kept, cluster_count, init, seed, empty, where) -> kmeans.Clustering
         if pointers > kmeans.MAX_OPTIMAL_POINTERS:
             raise UsageError(
                 f"exact k-means here needs {pointers:,} back pointers ({8 * pointers / 2**30:.1f} GiB); "
-                "use --init linear or density for this layer",
+                f"use {option('init')} 'linear' or 'density' for this layer",
                 where=where,
             )
         return kmeans.optimal(kept, cluster_count)

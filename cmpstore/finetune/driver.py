@@ -51,7 +51,7 @@ import numpy as np
 from .. import api
 from ..atomic import Placement, check_output, write_chunks
 from ..caffe import netproto
-from ..errors import UsageError
+from ..errors import UsageError, option
 from ..report import format_table
 from .constraints import LayerConstraint, constrain, structure
 from .data import BatchStream, Dataset
@@ -136,7 +136,7 @@ def run(job: Job) -> list[StageRecord]:
 def prepare(job: Job) -> _Run:
     """Read and check the net, the solver and the data before anything runs; what every stage shares."""
     if job.backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {job.backend!r}")
+        raise UsageError(f"{option('backend')} must be one of {', '.join(BACKENDS)}, got {job.backend!r}")
     base_solver = netproto.read_solver_prototxt(job.solver)
     _check_inputs_outside_driver_files(job)
     os.makedirs(job.work_dir, exist_ok=True)
@@ -146,7 +146,8 @@ def prepare(job: Job) -> _Run:
         if base_solver.iter_size > 1:
             raise UsageError(
                 f"iter_size {base_solver.iter_size} accumulates several batches per update, which the numpy "
-                "feed (--data) cannot give; run without --data on the net's own data layers, or use iter_size 1",
+                f"feed ({option('data')}) cannot give; run without {option('data')} on the net's own data layers, or "
+                "use iter_size 1",
                 path=job.solver,
             )
         fed = with_input_layers(base_net, job.dataset.train_data.shape[1:], job.net)
@@ -572,7 +573,7 @@ def _check_inputs_outside_driver_files(job: Job) -> None:
         if first in ("eval.prototxt", STATE_FILE) or re.match(r"\d{2}-", first):
             raise UsageError(
                 f"is an input of this run, and lies where the driver writes its own files in the work directory "
-                f"{job.work_dir}; use another --work-dir",
+                f"{job.work_dir}; use another {option('work_dir')}",
                 path=path,
             )
 
@@ -613,7 +614,7 @@ def _import_caffe(job: Job):
     except ImportError as exc:
         raise UsageError(
             f"cannot import pycaffe ({exc}); build one with tools/install_pycaffe.sh and put the folder "
-            "it prints on PYTHONPATH, or use --dry-run to only write the stage files"
+            f"it prints on PYTHONPATH, or use {option('dry_run', 'dry_run=True')} to only write the stage files"
         ) from None
     if job.backend == "cmp":
         missing = [t for t in CMP_TYPES if t not in caffe.layer_type_list()]
@@ -621,8 +622,8 @@ def _import_caffe(job: Job):
             raise UsageError(
                 f"this Caffe ({os.path.dirname(caffe.__file__)}) does not register {', '.join(missing)}: "
                 "the cmp backend needs Cmp layers, which tools/install_pycaffe.sh builds in (or the "
-                "DeepCompression-caffe fork); use --backend stock with any Caffe, "
-                "or --dry-run to only write the stage files"
+                f"DeepCompression-caffe fork); use {option('backend')} 'stock' with any Caffe, "
+                f"or {option('dry_run', 'dry_run=True')} to only write the stage files"
             )
     if job.gpu:
         caffe.set_mode_gpu()
@@ -695,13 +696,14 @@ class _State:
                 raise ValueError("identity or pretrained_accuracy of the wrong type")
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise UsageError(
-                f"cannot resume from this state file ({exc}); use another --work-dir", path=state.path
+                f"cannot resume from this state file ({exc}); use another {option('work_dir')}", path=state.path
             ) from None
         if stored_identity != identity:
             changed = sorted(key for key in identity if stored_identity.get(key) != identity[key])
             raise UsageError(
                 f"the work directory holds a run with another {', '.join(changed) or 'version'} (compared by "
-                "content); refusing to resume it: use another --work-dir, or delete this one to start over",
+                f"content); refusing to resume it: use another {option('work_dir')}, or delete this one to start "
+                "over",
                 path=state.path,
             )
         state.stages = stages

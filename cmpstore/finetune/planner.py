@@ -34,6 +34,7 @@ from .. import api
 from ..atomic import Placement, atomic_output, write_chunks
 from ..compression.transform import prune_and_share
 from ..errors import UsageError
+from ..errors import option as option_name
 from . import driver
 from .schedule import schedule_from_json
 
@@ -99,8 +100,8 @@ def measure_sensitivity(
     if max_seconds is not None and per_evaluation * evaluations > max_seconds:
         raise UsageError(
             f"the sweep would take about {per_evaluation * evaluations:.0f} s ({evaluations} evaluations of "
-            f"{per_evaluation:.1f} s), more than --max-seconds {max_seconds:g}; sweep fewer layers, fractions "
-            "or cluster counts, or evaluate on fewer TEST batches"
+            f"{per_evaluation:.1f} s), more than {option_name('max_seconds')} {max_seconds:g}; sweep fewer layers, "
+            "fractions or cluster counts, or evaluate on fewer TEST batches"
         )
     held_out = job.dataset.description if job.dataset is not None else f"the TEST phase of {job.net}"
     result = Sensitivity(baseline, held_out=held_out)

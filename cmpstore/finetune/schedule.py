@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..compression.settings import checked_clusters, checked_ratio
-from ..errors import UsageError
+from ..errors import UsageError, option
 
 SOLVER_FIELDS = frozenset(
     {"base_lr", "momentum", "weight_decay", "lr_policy", "gamma", "power", "stepsize", "display", "type", "random_seed"}
@@ -108,9 +108,9 @@ class Schedule:
     def with_iterations(self, iterations: list[int]) -> Schedule:
         """The same schedule with each stage's iteration count replaced."""
         if len(iterations) != len(self.stages):
-            raise UsageError(f"--iterations gives {len(iterations)} counts for {len(self.stages)} stages")
+            raise UsageError(f"{option('iterations')} gives {len(iterations)} counts for {len(self.stages)} stages")
         for index, count in enumerate(iterations):
-            checked_iterations(count, f"--iterations count {index + 1}")
+            checked_iterations(count, f"{option('iterations')} count {index + 1}")
         stages = tuple(Stage(s.kind, s.layers, n, s.ratios) for s, n in zip(self.stages, iterations, strict=True))
         return _validated(Schedule(self.layers, stages, self.solver))
 
@@ -205,9 +205,11 @@ def layer_wise_schedule(settings: dict[str, LayerSetting], iterations: list[int]
     """
     names = list(settings)
     if len(iterations) != len(names) + 1:
-        raise UsageError(f"--iterations needs {len(names) + 1} counts: one per pruned layer, then quantization")
+        raise UsageError(
+            f"{option('iterations')} needs {len(names) + 1} counts: one per pruned layer, then quantization"
+        )
     for index, count in enumerate(iterations):
-        checked_iterations(count, f"--iterations count {index + 1}")
+        checked_iterations(count, f"{option('iterations')} count {index + 1}")
     stages = [Stage("prune", (name,), n) for name, n in zip(names, iterations, strict=False)]
     quantized = tuple(name for name in names if settings[name].class_num)
     stages.append(Stage("quantize", quantized, iterations[-1]))
@@ -218,12 +220,12 @@ def parse_layer_flag(text: str) -> tuple[str, LayerSetting]:
     """``NAME:SPARSE_RATIO:CLASS_NUM`` (class_num may be empty or 0 for prune-only)."""
     parts = text.split(":")
     if len(parts) != 3:
-        raise UsageError(f"--layer {text!r}: expected NAME:SPARSE_RATIO:CLASS_NUM, e.g. fc1:0.9:32")
+        raise UsageError(f"{option('layer')} {text!r}: expected NAME:SPARSE_RATIO:CLASS_NUM, e.g. fc1:0.9:32")
     name, ratio, clusters = parts
     try:
         setting = LayerSetting(float(ratio), int(clusters) if clusters not in ("", "0") else None)
     except ValueError:
-        raise UsageError(f"--layer {text!r}: ratio must be a number and class_num an integer") from None
+        raise UsageError(f"{option('layer')} {text!r}: ratio must be a number and class_num an integer") from None
     return name, _checked_setting(name, setting)
 
 

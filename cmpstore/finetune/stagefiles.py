@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..caffe import netproto
-from ..errors import UsageError
+from ..errors import UsageError, option
 from .datalayers import PARAMS, batch_size, phases
 
 #: Layer types that read data from a database or file; with --data the driver replaces them by Input layers.
@@ -96,8 +96,8 @@ def with_input_layers(net: netproto.NetParameter, sample_shape: tuple[int, ...],
         where = f"layer '{layer.name}'"
         if len(layer.top) != 2:
             raise UsageError(
-                f"numpy data (--data) feed two tops (data, label), but this data layer has {len(layer.top)}; "
-                "without --data the driver runs the net's own data layers",
+                f"numpy data ({option('data')}) feed two tops (data, label), but this data layer has "
+                f"{len(layer.top)}; without {option('data')} the driver runs the net's own data layers",
                 path=path,
                 where=where,
             )
@@ -213,7 +213,8 @@ def _transform(layer, path, where) -> tuple[float, float]:
     if unsupported or len(transform.mean_value) > 1:
         raise UsageError(
             f"transform_param {', '.join(unsupported) or 'mean_value per channel'} is not supported; "
-            "only scale and one mean_value with --data; without it the driver runs the net's own data layers, "
+            f"only scale and one mean_value with {option('data')}; without it the driver runs the net's own data "
+            "layers, "
             "and Caffe applies the whole transform_param",
             path=path,
             where=where,
