@@ -67,7 +67,9 @@ def test_sparse_weights_name_a_missing_layer(lenet):
 
 def _assert_sparse_npz_holds(npz_path, dense: dict[str, list[np.ndarray]]) -> None:
     blobs = api.read_npz(npz_path)
-    assert sorted(blobs) == sorted(f"{layer}/{index}" for layer, arrays in dense.items() for index in range(len(arrays)))
+    assert sorted(blobs) == sorted(
+        f"{layer}/{index}" for layer, arrays in dense.items() for index in range(len(arrays))
+    )
     for layer, arrays in dense.items():
         for index, wanted in enumerate(arrays):
             got = blobs[f"{layer}/{index}"]
