@@ -12,15 +12,10 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import FormatError
+from ..format_versions import VERSIONS  # noqa: F401 - the versions this container reads, named here too
 from ..limits import MAX_SECTION_BYTES
 
 MAGIC = b"\x89CMPS\r\n\x1a"
-#: Format versions this cmpstore reads.  Version 2 adds BLOB value field 12 (FLOAT16 raw_data,
-#: see cmpstore.cmps.sections.VALUE_FIELD_VERSIONS) and opaque skeleton fields; version 3 adds
-#: codec 4 (shuffled rANS); version 4 adds the raw_data of FLOAT and DOUBLE blobs as values.  A
-#: writer uses the lowest version that holds the file, so a file without any of these stays
-#: version 1, byte for byte.
-VERSIONS = (1, 2, 3, 4)
 FILE_EXTENSION = ".cmps"
 
 _HEADER = struct.Struct("<8sIII")  # magic, version, section count, CRC32 of the preceding 16 bytes

@@ -28,17 +28,17 @@ from ..caffe.model import (
     SourceFormat,
 )
 from ..errors import FormatError
+from ..format_versions import Feature, first_version
 from ..streams.inflate import inflate_exactly
 from ..streams.varint import Reader, encode_varint
 
 #: Largest codec id a BLOB head may carry (the ids in use are listed in cmpstore.codecs).
 MAX_CODEC_ID = 255
-#: The first format version in which each BLOB value field may appear: version 2 adds float16 raw_data.
-#: (Each codec's first version is its ``format_version``; version 3 adds codec 4.)
-VALUE_FIELD_VERSIONS = {DATA_FIELD: 1, DOUBLE_DATA_FIELD: 1, RAW_DATA_FIELD: 2}
+#: The first format version in which each BLOB value field may appear (cmpstore.format_versions).
+VALUE_FIELD_VERSIONS = {DATA_FIELD: 1, DOUBLE_DATA_FIELD: 1, RAW_DATA_FIELD: first_version(Feature.FLOAT16_RAW_DATA)}
 #: The first version whose BLOB sections hold the raw_data of FLOAT and DOUBLE blobs (version 2 and
 #: 3 took out FLOAT16 raw_data only, and left the other float types in the skeleton as bytes).
-FLOAT_RAW_DATA_VERSION = 4
+FLOAT_RAW_DATA_VERSION = first_version(Feature.FLOAT_RAW_DATA)
 
 
 def raw_types_taken_out(version: int) -> tuple[int, ...]:
@@ -60,7 +60,7 @@ def value_field_version(layer: netproto.LayerInfo, address: BlobAddress) -> tupl
 
 #: The first version whose skeleton may hold fields that do not parse as caffe.proto declares them
 #: (cmpstore.caffe.netproto.parse_skeleton); a version 1 reader refuses such a skeleton.
-OPAQUE_FIELDS_VERSION = 2
+OPAQUE_FIELDS_VERSION = first_version(Feature.OPAQUE_FIELDS)
 
 
 def version_for(model: Model) -> tuple[int, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..format_versions import Feature, first_version
 from ..streams import ans
 from ..streams.varint import Reader, encode_varint
 from .base import BlobCodec, byte_planes, output_for
@@ -44,7 +45,7 @@ class ShuffledAnsCodec(BlobCodec):
 
     codec_id = 4
     name = "shuffled-ans"
-    format_version = 3
+    format_version = first_version(Feature.SHUFFLED_RANS)
 
     def encode(self, values: np.ndarray) -> bytes:
         out = bytearray()
