@@ -30,6 +30,17 @@ MAX_NET_FIELDS = 1 << 20
 #: A whole model's decoded size: the skeleton plus every blob's values.  Every value takes 2
 #: (float16), 4 or 8 bytes, so this also bounds a model's values, to 2^31.
 MAX_TOTAL_BYTES = 1 << 32
+#: Relative-index widths a sparse blob may use.
+MIN_INDEX_BITS = 1
+MAX_INDEX_BITS = 16
+#: Entries of one blob's codebook; a layer may be shared among at most this many values.
+MAX_CODEBOOK_ENTRIES = 1 << 16
+#: The longest Huffman code cmpstore writes or accepts (bitarray decodes up to 31).
+MAX_CODE_LENGTH = 20
+#: rANS streams: constriction's AnsCoder, whose words, state and probability precision these are.
+ANS_WORD_BITS = 32
+ANS_STATE_BITS = 64
+ANS_PRECISION_BITS = 24
 
 
 def check_blob(count: int, itemsize: int, error: type[CmpstoreError], where: str | None = None) -> None:

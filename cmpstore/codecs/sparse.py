@@ -30,11 +30,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
+from ..limits import MAX_CODEBOOK_ENTRIES, MAX_INDEX_BITS, MIN_INDEX_BITS
 from ..streams import ans, huffman
 from ..streams.codebook import bit_patterns, build_codebook, codebook_bytes, read_codebook
 from ..streams.relative_index import (
-    MAX_INDEX_BITS,
-    MIN_INDEX_BITS,
     gap_histogram,
     gaps_with_fillers,
     nonzero_gaps,
@@ -42,9 +41,6 @@ from ..streams.relative_index import (
 )
 from ..streams.varint import Reader, encode_varint
 from .base import BlobCodec, BlobStats, output_for
-
-#: Largest codebook the format allows.
-MAX_CODEBOOK_ENTRIES = 1 << 16
 
 CODEBOOK = 0
 RAW_VALUES = 1

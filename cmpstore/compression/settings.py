@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 
 from ..errors import UsageError
+from ..limits import MAX_CODEBOOK_ENTRIES, MAX_INDEX_BITS, MIN_INDEX_BITS  # noqa: F401 - named here for callers
 
-#: The most clusters a layer may be shared among: the codebook of a .cmps blob holds at most
-#: 65,536 entries, and the Cmp layers for Caffe accept the same.
-MAX_CLUSTERS = 1 << 16
-#: Relative-index widths a .cmps file can store (docs/FORMAT.md).
-MIN_INDEX_BITS = 1
-MAX_INDEX_BITS = 16
+#: The most clusters a layer may be shared among: what a .cmps codebook holds (the Cmp layers for
+#: Caffe accept the same); and the relative-index widths a .cmps file can store.
+MAX_CLUSTERS = MAX_CODEBOOK_ENTRIES
 
 
 def checked_ratio(ratio: object, where: str) -> float:

@@ -37,10 +37,8 @@ from bitarray import bitarray, frozenbitarray
 from bitarray.util import ba2int, canonical_decode, int2ba
 
 from ..errors import FormatError
+from ..limits import MAX_CODE_LENGTH
 from .varint import Reader, encode_ascending, encode_varint
-
-#: Longest code cmpstore writes or accepts (bitarray decodes up to 31).
-MAX_CODE_LENGTH = 20
 
 #: Table forms.
 LISTED = 0

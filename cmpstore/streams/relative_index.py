@@ -21,10 +21,6 @@ import numpy as np
 
 from ..errors import FormatError
 
-#: index_bits cmpstore chooses among or accepts.
-MIN_INDEX_BITS = 1
-MAX_INDEX_BITS = 16
-
 
 def max_gap(index_bits: int) -> int:
     return (1 << index_bits) - 1
