@@ -136,7 +136,7 @@ ANCHORS = (
 )
 
 
-def plot(runs: list[dict], path: str) -> None:
+def plot(runs: list[dict], path: str, planned: list[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,6 +150,12 @@ def plot(runs: list[dict], path: str) -> None:
             [100 * list(f["stages"].values())[-1]["top1"] for f in chosen],
             label=schedule,
         )
+    # bench/lenet_plan.py's LeNet-5 result: the schedule chosen on held-out digits, the test set once.
+    for result in planned:
+        if result.get("net") == "lenet5":
+            final = result["final"]
+            axes.scatter([final["ratio"]], [100 * final["test_top1_caffe_test"]], marker="P", s=80, zorder=3,
+                         label=f"planned, chosen on held-out digits ({result.get('chosen', 'plan')})")  # fmt: skip
     # Published LeNet-5 points, as their papers report them (top-1 on the MNIST test set).
     for label, ratio, top1, marker in ANCHORS:
         axes.scatter([ratio], [top1], marker=marker, color="black", zorder=3)
@@ -177,6 +183,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures here (runs already in the file are kept)")
     parser.add_argument("--plot", help="draw top-1 against compression ratio for every run in --json")
     parser.add_argument("--no-run", action="store_true", help="only summarise and plot the runs in --json")
+    parser.add_argument("--planned", help="also plot bench/lenet_plan.py's results (its --json)")
     args = parser.parse_args()
     runs = []
     if args.json and os.path.exists(args.json):
@@ -194,7 +201,8 @@ def main() -> int:
                         json.dump({"runs": runs}, stream, indent=2)
     print_spread([f for f in runs if f["data"] == args.data])
     if args.plot:
-        plot([f for f in runs if f["data"] == args.data], args.plot)
+        planned = json.load(open(args.planned, encoding="utf-8")) if args.planned else []
+        plot([f for f in runs if f["data"] == args.data], args.plot, planned)
     return 0
 
 
