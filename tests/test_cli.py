@@ -3,14 +3,6 @@ import os
 
 import pytest
 from common import run_cli, shared_model
-from nets import lenet_like_bytes
-
-
-@pytest.fixture()
-def lenet(tmp_path):
-    path = tmp_path / "lenet.caffemodel"
-    path.write_bytes(lenet_like_bytes())
-    return path
 
 
 def test_encode_report_decode_verify(lenet, tmp_path):

@@ -6,16 +6,8 @@ import struct
 import numpy as np
 import pytest
 from common import assert_bit_identical, run_cli, shared_model
-from nets import lenet_like_bytes
 
 from cmpstore import api
-
-
-@pytest.fixture()
-def lenet(tmp_path):
-    path = tmp_path / "lenet.caffemodel"
-    path.write_bytes(lenet_like_bytes())
-    return path
 
 
 def png_size(path):

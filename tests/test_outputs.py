@@ -22,13 +22,6 @@ from cmpstore.synthetic import LayerSpec, build_model
 
 
 @pytest.fixture
-def lenet(tmp_path):
-    path = tmp_path / "lenet.caffemodel"
-    path.write_bytes(lenet_like_bytes())
-    return path
-
-
-@pytest.fixture
 def encoded(tmp_path, lenet):
     path = tmp_path / "lenet.cmps"
     api.encode(lenet, path)
