@@ -155,7 +155,7 @@ def plot(runs: list[dict], path: str, planned: list[dict] = ()) -> None:
         if result.get("net") == "lenet5":
             final = result["final"]
             axes.scatter([final["ratio"]], [100 * final["test_top1_caffe_test"]], marker="P", s=80, zorder=3,
-                         label=f"planned, chosen on held-out digits ({result.get('chosen', 'plan')})")  # fmt: skip
+                         label=f"bench/lenet_plan.py: {result.get('chosen', 'plan').split(' (')[0]}")  # fmt: skip
     # Published LeNet-5 points, as their papers report them (top-1 on the MNIST test set).
     for label, ratio, top1, marker in ANCHORS:
         axes.scatter([ratio], [top1], marker=marker, color="black", zorder=3)
@@ -168,7 +168,7 @@ def plot(runs: list[dict], path: str, planned: list[dict] = ()) -> None:
     axes.set_xlabel("compression ratio (dense caffemodel / .cmps)")
     axes.set_ylabel("top-1 on the MNIST test set (%)")
     axes.set_title("LeNet-5: accuracy against size after finetuning")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="x-small", loc="lower left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
