@@ -1,26 +1,29 @@
-// cmpstore's Cmp layers: computing and enforcing a weight blob's pruning mask and clusters on the CPU.
-// The rules, and why they are what they are, are in include/caffe/util/cmp_weight_structure.hpp.
+// cmpstore's Cmp layers: computing and enforcing a weight blob's pruning mask
+// and clusters on the CPU. The rules, and why they are what they are, are in
+// include/caffe/util/cmp_weight_structure.hpp.
+#include "caffe/util/cmp_weight_structure.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
 
-#include "caffe/util/cmp_weight_structure.hpp"
-
 namespace caffe {
 
 namespace {
 
-// cmpstore.compression.kmeans.lloyd's limits: numpy allclose's defaults, and an iteration cap no layer reaches.
+// cmpstore.compression.kmeans.lloyd's limits: numpy allclose's defaults, and an
+// iteration cap no layer reaches.
 const double kRelativeTolerance = 1e-5;
 const double kAbsoluteTolerance = 1e-8;
 const int kMaxIterations = 10000;
 // The largest class_num cmpstore stores (codebook indices are 16-bit).
 const int kMaxClasses = 65536;
 
-// The largest T not above `midpoint`: a value v belongs below the midpoint iff v <= it.  For float
-// this is what makes a comparison in float agree with the comparison in double that defines it.
+// The largest T not above `midpoint`: a value v belongs below the midpoint iff
+// v <= it.  For float this is what makes a comparison in float agree with the
+// comparison in double that defines it.
 template <typename T>
 T HighestNotAbove(double midpoint);
 
@@ -38,15 +41,18 @@ double HighestNotAbove<double>(double midpoint) {
   return midpoint;
 }
 
-// Cluster c of the sorted values is sorted[borders[c] .. borders[c + 1]); ties at a midpoint go down.
+// Cluster c of the sorted values is sorted[borders[c] .. borders[c + 1]); ties
+// at a midpoint go down.
 template <typename T>
-std::vector<int> Borders(const std::vector<T>& sorted, const std::vector<double>& centroids) {
+std::vector<int> Borders(const std::vector<T>& sorted,
+                         const std::vector<double>& centroids) {
   const int clusters = centroids.size();
   std::vector<int> borders(clusters + 1, 0);
   borders[clusters] = sorted.size();
   for (int c = 0; c + 1 < clusters; ++c) {
     const T limit = HighestNotAbove<T>((centroids[c] + centroids[c + 1]) / 2);
-    borders[c + 1] = std::upper_bound(sorted.begin(), sorted.end(), limit) - sorted.begin();
+    borders[c + 1] =
+        std::upper_bound(sorted.begin(), sorted.end(), limit) - sorted.begin();
   }
   return borders;
 }
@@ -54,13 +60,16 @@ std::vector<int> Borders(const std::vector<T>& sorted, const std::vector<double>
 }  // namespace
 
 template <typename Dtype>
-void CmpWeightStructure<Dtype>::Configure(const std::string& layer_name, float sparse_ratio, bool quantize,
+void CmpWeightStructure<Dtype>::Configure(const std::string& layer_name,
+                                          float sparse_ratio, bool quantize,
                                           int class_num) {
   CHECK(sparse_ratio >= 0 && sparse_ratio < 1)
-      << "layer '" << layer_name << "': sparse_ratio must be in [0, 1), got " << sparse_ratio;
+      << "layer '" << layer_name << "': sparse_ratio must be in [0, 1), got "
+      << sparse_ratio;
   if (quantize) {
     CHECK(class_num >= 1 && class_num <= kMaxClasses)
-        << "layer '" << layer_name << "': class_num must be in 1.." << kMaxClasses << ", got " << class_num;
+        << "layer '" << layer_name << "': class_num must be in 1.."
+        << kMaxClasses << ", got " << class_num;
   }
   layer_name_ = layer_name;
   sparse_ratio_ = sparse_ratio;
@@ -77,8 +86,10 @@ void CmpWeightStructure<Dtype>::Ensure(Blob<Dtype>* weights) {
 }
 
 template <typename Dtype>
-void CmpWeightStructure<Dtype>::Prune(const Dtype* weights, int count, int* keep) {
-  // float * float, then truncation: the fork's int(count * ratio), and cmpstore.prune.pruned_count.
+void CmpWeightStructure<Dtype>::Prune(const Dtype* weights, int count,
+                                      int* keep) {
+  // float * float, then truncation: the fork's int(count * ratio), and
+  // cmpstore.prune.pruned_count.
   const int cut = static_cast<int>(static_cast<float>(count) * sparse_ratio_);
   Dtype threshold = 0;
   if (cut > 0) {
@@ -86,7 +97,8 @@ void CmpWeightStructure<Dtype>::Prune(const Dtype* weights, int count, int* keep
     for (int i = 0; i < count; ++i) {
       magnitudes[i] = std::fabs(weights[i]);
     }
-    std::nth_element(magnitudes.begin(), magnitudes.begin() + (cut - 1), magnitudes.end());
+    std::nth_element(magnitudes.begin(), magnitudes.begin() + (cut - 1),
+                     magnitudes.end());
     threshold = magnitudes[cut - 1];
   }
   for (int i = 0; i < count; ++i) {
@@ -95,32 +107,41 @@ void CmpWeightStructure<Dtype>::Prune(const Dtype* weights, int count, int* keep
 }
 
 template <typename Dtype>
-void CmpWeightStructure<Dtype>::Cluster(const Dtype* values, int count, std::vector<double>* centroids,
+void CmpWeightStructure<Dtype>::Cluster(const Dtype* values, int count,
+                                        std::vector<double>* centroids,
                                         std::vector<int>* labels) {
   std::vector<Dtype> sorted(values, values + count);
   std::sort(sorted.begin(), sorted.end());
   std::vector<Dtype> distinct(sorted);
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
   if (static_cast<int>(distinct.size()) <= class_num_) {
-    // Already shared (or too few values to share): each distinct value is its own cluster.
+    // Already shared (or too few values to share): each distinct value is its
+    // own cluster.
     centroids->assign(distinct.begin(), distinct.end());
     labels->resize(count);
     for (int i = 0; i < count; ++i) {
-      (*labels)[i] = std::lower_bound(distinct.begin(), distinct.end(), values[i]) - distinct.begin();
+      (*labels)[i] =
+          std::lower_bound(distinct.begin(), distinct.end(), values[i]) -
+          distinct.begin();
     }
     return;
   }
-  // Prefix sums in double, added in order, as numpy's cumsum does in cmpstore.compression.kmeans.
+  // Prefix sums in double, added in order, as numpy's cumsum does in
+  // cmpstore.compression.kmeans.
   std::vector<double> prefix(count + 1, 0.0);
   for (int i = 0; i < count; ++i) {
     prefix[i + 1] = prefix[i] + static_cast<double>(sorted[i]);
   }
-  // Linear initialisation between the smallest and largest value (the fork's and the paper's).
+  // Linear initialisation between the smallest and largest value (the fork's
+  // and the paper's).
   const double low = sorted.front();
   const double high = sorted.back();
   std::vector<double> current(class_num_);
   for (int c = 0; c < class_num_; ++c) {
-    current[c] = class_num_ == 1 ? low : std::min(low + (high - low) * c / (class_num_ - 1), high);
+    current[c] =
+        class_num_ == 1
+            ? low
+            : std::min(low + (high - low) * c / (class_num_ - 1), high);
   }
   std::vector<int> borders = Borders(sorted, current);
   for (int iteration = 0; iteration < kMaxIterations; ++iteration) {
@@ -130,10 +151,13 @@ void CmpWeightStructure<Dtype>::Cluster(const Dtype* values, int count, std::vec
     for (size_t c = 0; c + 1 < borders.size(); ++c) {
       const int size = borders[c + 1] - borders[c];
       if (size == 0) {
-        continue;  // an emptied cluster drops out for good, as the fork's division by zero makes it
+        continue;  // an emptied cluster drops out for good, as the fork's
+                   // division by zero makes it
       }
       const double mean = (prefix[borders[c + 1]] - prefix[borders[c]]) / size;
-      moved = moved || std::fabs(mean - current[c]) > kAbsoluteTolerance + kRelativeTolerance * std::fabs(current[c]);
+      moved = moved || std::fabs(mean - current[c]) >
+                           kAbsoluteTolerance +
+                               kRelativeTolerance * std::fabs(current[c]);
       means.push_back(mean);
       kept_borders.push_back(borders[c + 1]);
     }
@@ -148,21 +172,24 @@ void CmpWeightStructure<Dtype>::Cluster(const Dtype* values, int count, std::vec
     }
     borders.swap(next);
   }
-  // The centroids are the means of the final assignment; a value's cluster is the number of
-  // clusters whose largest value is below it (equal values never straddle a border).
+  // The centroids are the means of the final assignment; a value's cluster is
+  // the number of clusters whose largest value is below it (equal values never
+  // straddle a border).
   centroids->clear();
   std::vector<Dtype> largest;
   for (size_t c = 0; c + 1 < borders.size(); ++c) {
     const int size = borders[c + 1] - borders[c];
     if (size > 0) {
-      centroids->push_back((prefix[borders[c + 1]] - prefix[borders[c]]) / size);
+      centroids->push_back((prefix[borders[c + 1]] - prefix[borders[c]]) /
+                           size);
       largest.push_back(sorted[borders[c + 1] - 1]);
     }
   }
   largest.pop_back();
   labels->resize(count);
   for (int i = 0; i < count; ++i) {
-    (*labels)[i] = std::lower_bound(largest.begin(), largest.end(), values[i]) - largest.begin();
+    (*labels)[i] = std::lower_bound(largest.begin(), largest.end(), values[i]) -
+                   largest.begin();
   }
 }
 
@@ -171,8 +198,9 @@ void CmpWeightStructure<Dtype>::Compute(Blob<Dtype>* weights) {
   const int count = weights->count();
   Dtype* data = weights->mutable_cpu_data();
   for (int i = 0; i < count; ++i) {
-    CHECK(std::isfinite(data[i])) << "layer '" << layer_name_ << "': weight " << i << " is " << data[i]
-                                  << "; pruning and weight sharing need finite weights";
+    CHECK(std::isfinite(data[i]))
+        << "layer '" << layer_name_ << "': weight " << i << " is " << data[i]
+        << "; pruning and weight sharing need finite weights";
   }
   const std::vector<int> shape(1, std::max(count, 1));
   keep_.Reshape(shape);
@@ -209,8 +237,9 @@ void CmpWeightStructure<Dtype>::Compute(Blob<Dtype>* weights) {
     for (int c = 0; c < clusters_; ++c) {
       starts[c + 1] += starts[c];
     }
-    // A counting sort by cluster keeps each cluster's members in index order, which is the
-    // order cmpstore.compression.gradients sums their gradients in.
+    // A counting sort by cluster keeps each cluster's members in index order,
+    // which is the order cmpstore.compression.gradients sums their gradients
+    // in.
     std::vector<int> next_slot(starts, starts + clusters_);
     int* members = members_.mutable_cpu_data();
     for (int j = 0; j < survivors_; ++j) {
@@ -222,9 +251,30 @@ void CmpWeightStructure<Dtype>::Compute(Blob<Dtype>* weights) {
     }
   }
   known_ = true;
-  LOG(INFO) << "layer '" << layer_name_ << "': kept " << survivors_ << " of " << count << " weights"
-            << (quantize_ ? ", shared among " : "") << (quantize_ ? std::to_string(clusters_) + " values" : "");
+  LOG(INFO) << "layer '" << layer_name_ << "': kept " << survivors_ << " of "
+            << count << " weights" << (quantize_ ? ", shared among " : "")
+            << (quantize_ ? std::to_string(clusters_) + " values" : "");
 }
+
+namespace {
+
+// The one CPU pass that gives a blob the layer's structure, for weights and
+// gradients alike (the .cu file has it as one kernel): a pruned element
+// becomes zero, a shared one its cluster's value; with no clusters
+// (per_cluster NULL, every label -1) survivors keep their own.
+template <typename Dtype>
+void Restructure(const int count, const int* keep, const int* labels,
+                 const Dtype* per_cluster, Dtype* out) {
+  for (int i = 0; i < count; ++i) {
+    if (!keep[i]) {
+      out[i] = 0;
+    } else if (labels[i] >= 0) {
+      out[i] = per_cluster[labels[i]];
+    }
+  }
+}
+
+}  // namespace
 
 template <typename Dtype>
 void CmpWeightStructure<Dtype>::ApplyCpu(Blob<Dtype>* weights) {
@@ -241,13 +291,7 @@ void CmpWeightStructure<Dtype>::ApplyCpu(Blob<Dtype>* weights) {
       values[c] = data[members[starts[c]]];
     }
   }
-  for (int i = 0; i < count; ++i) {
-    if (!keep[i]) {
-      data[i] = 0;
-    } else if (labels[i] >= 0) {
-      data[i] = values[labels[i]];
-    }
-  }
+  Restructure(count, keep, labels, values, data);
 }
 
 template <typename Dtype>
@@ -269,13 +313,7 @@ void CmpWeightStructure<Dtype>::ShareGradientsCpu(Blob<Dtype>* weights) {
       means[c] = static_cast<Dtype>(sum / (starts[c + 1] - starts[c]));
     }
   }
-  for (int i = 0; i < count; ++i) {
-    if (!keep[i]) {
-      diff[i] = 0;
-    } else if (labels[i] >= 0) {
-      diff[i] = means[labels[i]];
-    }
-  }
+  Restructure(count, keep, labels, means, diff);
 }
 
 INSTANTIATE_CLASS(CmpWeightStructure);
