@@ -170,3 +170,28 @@ def test_in_memory_buffer_in_workers_is_the_same(monkeypatch):
     raw = layer_net_bytes()
     monkeypatch.setattr(dense_writer.os, "cpu_count", lambda: 2)
     assert dense_writer.caffemodel_buffer(encoded(raw), workers=2).tobytes() == raw
+
+
+def test_a_worker_gets_its_next_blob_when_it_is_done_so_one_huge_blob_does_not_hold_up_others(tmp_path, monkeypatch):
+    """The worker that draws the largest blob is not also dealt a share of the rest up front."""
+    real = dense_writer._write_blob
+    cmps = encoded(lenet_like_bytes())
+    largest = max(range(len(cmps.entries)), key=lambda index: cmps.entries[index].count)
+
+    def slow_on_the_largest(task):
+        if task[1] == largest:
+            time.sleep(1.0)
+        name, detail = real(task)
+        return name, f"{detail} pid {os.getpid()}"
+
+    monkeypatch.setattr(dense_writer, "_write_blob", slow_on_the_largest)
+    reports = []
+    raw = lenet_like_bytes()
+    dense_writer.write_caffemodel(cmps, tmp_path / "out.caffemodel", workers=2, progress=lambda *r: reports.append(r))
+    assert (tmp_path / "out.caffemodel").read_bytes() == raw
+    by_pid = {}
+    for name, detail in reports:
+        by_pid.setdefault(detail.rsplit(" pid ", 1)[1], []).append(name)
+    assert len(reports) == len(cmps.entries) and len(by_pid) == 2
+    huge = cmps.entries[largest].name
+    assert [names for names in by_pid.values() if huge in names] == [[huge]]

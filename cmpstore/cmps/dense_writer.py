@@ -129,79 +129,87 @@ _WORKER_POLL_SECONDS = 0.5
 def _write_in_workers(workers: int, tasks: list, progress, output: str) -> None:
     """Write the blobs in forked workers; a worker that dies is an error, never a wait forever.
 
-    Each worker gets its share of the blobs up front (largest first, dealt
-    round-robin) and reports each one on a pipe of its own: no queue or lock
-    is shared, so a worker killed at any moment (the OOM killer's SIGKILL, a
-    SIGBUS from an input truncated while mapped, an abort) cannot leave one
-    held.  ``multiprocessing.Pool`` instead replaces a dead worker and loses
-    its task, and can hang in ``terminate`` on a queue lock the dead worker
+    Each worker has a pipe of its own both ways: the parent hands it one
+    blob (largest first), and the next when it reports that one written, so
+    a worker that drew the one huge blob (VGG's fc6 is three quarters of the
+    model) is not also dealt half of the rest.  No queue or lock is shared,
+    so a worker killed at any moment (the OOM killer's SIGKILL, a SIGBUS
+    from an input truncated while mapped, an abort) cannot leave one held.
+    ``multiprocessing.Pool`` instead replaces a dead worker and loses its
+    task, and can hang in ``terminate`` on a queue lock the dead worker
     held.  The parent waits in short steps, so its signal handlers run; on
     any exception, Ctrl-C and SIGTERM included, every worker is killed.
     """
     context = multiprocessing.get_context("fork")
+    pending = list(reversed(tasks))  # popped from the end: largest first
     children: list[tuple[multiprocessing.Process, object]] = []
     try:
-        for share in (tasks[first::workers] for first in range(workers)):
-            receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(target=_worker_main, args=(share, sender), daemon=True)
+        for _ in range(min(workers, len(tasks))):
+            parent_end, child_end = context.Pipe(duplex=True)
+            child = context.Process(target=_worker_main, args=(child_end,), daemon=True)
             child.start()
-            sender.close()
-            children.append((child, receiver))
+            child_end.close()
+            parent_end.send(pending.pop())
+            children.append((child, parent_end))
         # One poll object for the whole write: no objects made and destroyed while waiting, as
         # multiprocessing.connection.wait makes them, so a signal's exception cannot land in a
         # destructor, where Python would print and drop it.
         poller = select.poll()
         owner = {}
-        for child, receiver in children:
-            for descriptor in (receiver.fileno(), child.sentinel):
+        for child, connection in children:
+            for descriptor in (connection.fileno(), child.sentinel):
                 poller.register(descriptor, select.POLLIN)
-                owner[descriptor] = (child, receiver)
+                owner[descriptor] = (child, connection)
         running = len(children)
         while running:
             for descriptor, _ in poller.poll(int(_WORKER_POLL_SECONDS * 1000)):
                 if descriptor not in owner:
                     continue
-                child, receiver = owner[descriptor]
-                if _drain(receiver, progress, output) or descriptor == child.sentinel:
+                child, connection = owner[descriptor]
+                finished = _drain(connection, progress, pending)
+                if finished or descriptor == child.sentinel:
                     child.join()
                     if child.exitcode != 0:
                         raise UsageError(f"a decode worker {_death(child.exitcode)}", path=output)
-                    for done in (receiver.fileno(), child.sentinel):
+                    for done in (connection.fileno(), child.sentinel):
                         poller.unregister(done)
                         del owner[done]
                     running -= 1
     finally:
-        for child, receiver in children:
+        for child, connection in children:
             if child.is_alive():
                 child.kill()
             child.join()
-            receiver.close()
+            connection.close()
 
 
-def _drain(receiver, progress, output: str) -> bool:
-    """Report what a worker has written; True once it says it has written its share."""
-    while receiver.poll():
+def _drain(connection, progress, pending: list) -> bool:
+    """Report what a worker has written and hand it the next blob; True once it has been told to stop."""
+    while connection.poll():
         try:
-            kind, *rest = receiver.recv()
+            kind, *rest = connection.recv()
         except EOFError:
             return False
         if kind == "error":
             raise rest[0]
-        if kind == "end":
-            return True
         progress(*rest)
+        if pending:
+            connection.send(pending.pop())
+        else:
+            connection.send(None)
+            return True
     return False
 
 
-def _worker_main(share: list, sender) -> None:
+def _worker_main(connection) -> None:
     _start_worker()
     try:
-        for task in share:
-            sender.send(("done", *_write_blob(task)))
+        while (task := connection.recv()) is not None:
+            connection.send(("done", *_write_blob(task)))
     except (CmpstoreError, OSError, MemoryError) as exc:  # a blob that does not decode, a full disk: raised there
-        sender.send(("error", exc))
-        return
-    sender.send(("end",))
+        connection.send(("error", exc))
+    except EOFError:  # the parent has gone
+        pass
 
 
 def _death(exitcode: int) -> str:
