@@ -127,3 +127,36 @@ def test_no_layer_gets_fewer_shared_values_than_the_minimum(weights):
     )
     only_large = planner.propose(measured, str(weights), max_drop=0.99, min_clusters=1000)
     assert {k for _, k in only_large.settings.values()} == {64}  # no count meets it: the largest measured
+
+
+def _plan_cli(tmp_path, net, *options):
+    from common import LENET_EXAMPLE, run_cli
+
+    return run_cli("plan", "--net", net, "--solver", LENET_EXAMPLE / "lenet_solver.prototxt", "--weights",
+                   tmp_path / "w.caffemodel", "--work-dir", tmp_path / "wd", "-o", tmp_path / "plan.json",
+                   "--target-ratio", "2", *options)  # fmt: skip
+
+
+def test_a_net_without_compressible_layers_is_refused_in_one_line(tmp_path):
+    net = tmp_path / "relu.prototxt"
+    net.write_text('name: "x" layer { name: "data" type: "Input" top: "data" '
+                   'input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } } '
+                   'layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }')  # fmt: skip
+    code, out, err = _plan_cli(tmp_path, net)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert "relu.prototxt: no compressible layer (Convolution or InnerProduct) to plan" in err
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_an_empty_held_out_split_is_refused_in_one_line(tmp_path):
+    import numpy as np
+    from common import LENET_EXAMPLE
+
+    data = tmp_path / "empty.npz"
+    np.savez(data, train_data=np.zeros((4, 1, 28, 28), np.float32), train_labels=np.zeros(4, np.int64),
+             test_data=np.zeros((0, 1, 28, 28), np.float32), test_labels=np.zeros(0, np.int64))  # fmt: skip
+    api.save_model(build_model(seed=0), tmp_path / "w.caffemodel")
+    code, out, err = _plan_cli(tmp_path, LENET_EXAMPLE / "lenet_train_test.prototxt", "--data", data)
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert "empty.npz: the test split is empty (no test_data)" in err
+    assert not (tmp_path / "plan.json").exists()

@@ -73,6 +73,8 @@ class Dataset:
             (self.train_data, self.train_labels, "train"),
             (self.test_data, self.test_labels, "test"),
         ):
+            if data.ndim == 4 and labels.shape == (0,) and data.shape[0] == 0:
+                raise UsageError(f"the {part} split is empty (no {part}_data)")
             if data.ndim != 4 or labels.shape != (data.shape[0],) or data.shape[0] == 0:
                 raise UsageError(
                     f"{part} data must be N x C x H x W with N labels, got {data.shape} and {labels.shape}"
