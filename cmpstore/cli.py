@@ -516,30 +516,28 @@ def _finetune(args) -> int:
             iterations = [int(count) for count in args.iterations.split(",")]
         except ValueError:
             raise UsageError(f"--iterations {args.iterations!r}: expected comma-separated integers") from None
-    try:
-        finetune(
-            args.net,
-            args.solver,
-            args.weights,
-            args.work_dir,
-            schedule=args.schedule,
-            layers=args.layer,
-            iterations=iterations,
-            data=args.data,
-            backend=args.backend,
-            gpu=args.mode == "gpu",
-            output=args.output,
-            dry_run=args.dry_run,
-            seed=args.seed,
-            force=args.force,
-            snapshot_every=args.snapshot_every,
-            verbose=args.verbose,
-            progress_bar=wants_bar(args.quiet),
-            log=_quiet_or(args, _to_stderr),
-        )
-    except KeyboardInterrupt:
-        _to_stderr("cmpstore finetune: interrupted; rerun the same command to resume")
-        return 130
+    finetune(
+        args.net,
+        args.solver,
+        args.weights,
+        args.work_dir,
+        schedule=args.schedule,
+        layers=args.layer,
+        iterations=iterations,
+        data=args.data,
+        backend=args.backend,
+        gpu=args.mode == "gpu",
+        output=args.output,
+        dry_run=args.dry_run,
+        seed=args.seed,
+        force=args.force,
+        snapshot_every=args.snapshot_every,
+        verbose=args.verbose,
+        progress_bar=wants_bar(args.quiet),
+        log=_quiet_or(args, _to_stderr),
+    )
+    # Ctrl-C and SIGTERM are main()'s to report, as for every command (130, 143); the driver has
+    # already logged where it stopped and that a rerun resumes there.
     return 0
 
 
