@@ -91,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="cmpstore: %(message)s", stream=sys.stderr)
-    previous = {signum: signal.signal(signum, _terminate) for signum in SIGNALS_LIKE_CTRL_C}
     if sys.stdout is None:  # started with stdout closed: the first write, of text or data, must fail clearly
         sys.stdout = _ClosedStdout()
+        if not getattr(args, "quiet", False):
+            # Before any work, not after it: a command that wrote its file and then could not report it
+            # would fail with the file in place.
+            return _failed(args, "standard output is closed; use -q to run without reporting there")
+    previous = {signum: signal.signal(signum, _terminate) for signum in SIGNALS_LIKE_CTRL_C}
     try:
         with option_names(FLAGS):
             status = args.run(args)

@@ -222,6 +222,23 @@ def test_a_closed_stdout_is_one_line(lenet, encoded, args):
     assert "standard output is closed" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["example"], ["encode", "{lenet}"], ["prune", "{lenet}", "--ratios", "fc=0.5"]])
+def test_a_closed_stdout_stops_before_writing_unless_quiet(lenet, tmp_path, command):
+    output = tmp_path / ("out.cmps" if command[0] == "encode" else "out.caffemodel")
+    args = [arg.format(lenet=lenet) for arg in command] + (
+        ["-o", str(output)] if command[0] != "example" else [str(output)]
+    )
+    for quiet, code in (([], 2), (["-q"], 0)):
+        done = subprocess.run(
+            [sys.executable, "-m", "cmpstore", *args, *quiet],
+            stderr=subprocess.PIPE, text=True, env=ROOT_ENV, preexec_fn=lambda: os.close(1),
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        assert output.exists() == (code == 0)
+        if code:
+            assert done.stderr.count("\n") == 1 and "standard output is closed; use -q" in done.stderr
+
+
 def test_a_broken_pipe_exits_141_quietly(lenet):
     reader, writer = os.pipe()
     os.close(reader)  # nobody reads: the first write breaks the pipe
