@@ -54,7 +54,7 @@ def write_sparse_npz(cmps: CmpsFile, path: str, placement: Placement) -> None:
         skeleton_values = with_raw_values_taken_out(skeleton_values)
     in_skeleton = {payload.address: payload.values for payload in skeleton_values.payloads}
     entries = {entry.address: entry for entry in cmps.entries}
-    for info in skeleton_values._named_layers(cmps.path):
+    for info in skeleton_values.named_layers(cmps.path):
         for blob_index, shape in enumerate(info.blob_shapes):
             key = f"{info.name}/{blob_index}"
             candidates = [

@@ -228,7 +228,7 @@ class Model:
         """
         values = self.payload_map()
         weights: dict[str, list[np.ndarray]] = {}
-        for info in self._named_layers(path):
+        for info in self.named_layers(path):
             blobs = []
             for blob_index, shape in enumerate(info.blob_shapes):
                 array = blob_values(values, info.layer_field, info.index, blob_index)
@@ -246,7 +246,7 @@ class Model:
         """
         values = self.payload_map()
         fields: dict[str, list[dict[str, np.ndarray]]] = {}
-        for info in self._named_layers(path):
+        for info in self.named_layers(path):
             blobs = []
             for blob_index, shape in enumerate(info.blob_shapes):
                 found = {}
@@ -258,7 +258,7 @@ class Model:
             fields[info.name] = blobs
         return fields
 
-    def _named_layers(self, path: str | None) -> list:
+    def named_layers(self, path: str | None) -> list:
         """The layers that have blobs, checked, each name once (else ModelError naming ``path``)."""
         named = []
         seen = set()
