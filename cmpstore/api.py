@@ -522,38 +522,10 @@ def verify(original: str | os.PathLike, other: str | os.PathLike) -> list[str]:
     >>> verify(folder / "lenet.caffemodel", folder / "lenet.cmps")
     []
     """
+    from .compare import differences
+
     original, other = os.fspath(original), os.fspath(other)
-    first = load_model(original).value_fields_by_layer(original)
-    second = load_model(other).value_fields_by_layer(other)
-    problems = []
-    for name in sorted(set(first) | set(second)):
-        missing_from = other if name not in second else original if name not in first else None
-        if missing_from is not None:
-            problems.append(f"layer '{name}' is missing from {missing_from}")
-        elif len(first[name]) != len(second[name]):
-            problems.append(f"layer '{name}': {len(first[name])} blobs against {len(second[name])}")
-        else:
-            for index, (a, b) in enumerate(zip(first[name], second[name], strict=True)):
-                # Every value field is compared: data and double_data alike (a blob may hold both).
-                named = (set(a) | set(b)) != {"data"}
-                for field in sorted(set(a) | set(b)):
-                    where = f"layer '{name}' blob {index}" + (f" {field}" if named else "")
-                    if field not in a or field not in b:
-                        problems.append(f"{where}: no {field} values in {original if field not in a else other}")
-                    else:
-                        problem = _blob_difference(a[field], b[field])
-                        if problem:
-                            problems.append(f"{where}: {problem}")
-    return problems
-
-
-def _blob_difference(a: np.ndarray, b: np.ndarray) -> str:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return f"{a.dtype}{list(a.shape)} against {b.dtype}{list(b.shape)}"
-    if a.tobytes() == b.tobytes():
-        return ""
-    differing = np.count_nonzero(a.reshape(-1).view(f"u{a.itemsize}") != b.reshape(-1).view(f"u{b.itemsize}"))
-    return f"{differing} of {a.size} values differ"
+    return differences(load_model(original), load_model(other), original, other)
 
 
 def report(path: str | os.PathLike) -> Report:
@@ -609,43 +581,13 @@ def inspect(path: str | os.PathLike) -> dict:
     ['NETP', 'BLOB', 'BLOB']
     """
     path = os.fspath(path)
-    return _described(_open(path), path)
+    return _open(path).description(path)
 
 
 def inspect_bytes(buf, path: str | None = None) -> dict:
     """:func:`inspect` for the bytes of a ``.cmps`` file."""
     with reading(path):
-        return _described(open_cmps(buf, path), path)
-
-
-def _described(cmps: CmpsFile, path: str | None) -> dict:
-    listed = [
-        {
-            "number": 0,
-            "kind": "NETP",
-            "offset": container.HEADER_SIZE,
-            "bytes": cmps.header_and_net_bytes - container.HEADER_SIZE,
-            "source_format": cmps.source_format.name.lower(),
-            "skeleton_bytes": len(cmps.skeleton),
-            "layers": len(cmps.layers),
-        }
-    ]
-    for number, entry in enumerate(cmps.entries, start=1):
-        listed.append(
-            {
-                "number": number,
-                "kind": "BLOB",
-                "offset": entry.offset,
-                "bytes": entry.size,
-                "layer": entry.layer.name,
-                "type": entry.layer.type,
-                "blob": entry.address.blob_index,
-                "dtype": entry.dtype.name,
-                "values": entry.count,
-                "codec": entry.codec.name,
-            }
-        )
-    return {"file": path, "bytes": cmps.size, "version": cmps.version, "sections": listed}
+        return open_cmps(buf, path).description(path)
 
 
 def _open(path: str | formats.Source, max_output_bytes: int | None = None) -> CmpsFile:

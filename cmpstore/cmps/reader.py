@@ -201,6 +201,36 @@ class CmpsFile:
         """What the blob's payload holds, from its headers where the codec allows."""
         return entry.codec.describe(entry.payload, entry.count, entry.dtype, entry.where)
 
+    def description(self, path: str | None = None) -> dict:
+        """The header and sections, as ``cmpstore inspect --json`` prints them, without decoding any weights."""
+        listed = [
+            {
+                "number": 0,
+                "kind": "NETP",
+                "offset": container.HEADER_SIZE,
+                "bytes": self.header_and_net_bytes - container.HEADER_SIZE,
+                "source_format": self.source_format.name.lower(),
+                "skeleton_bytes": len(self.skeleton),
+                "layers": len(self.layers),
+            }
+        ]
+        for number, entry in enumerate(self.entries, start=1):
+            listed.append(
+                {
+                    "number": number,
+                    "kind": "BLOB",
+                    "offset": entry.offset,
+                    "bytes": entry.size,
+                    "layer": entry.layer.name,
+                    "type": entry.layer.type,
+                    "blob": entry.address.blob_index,
+                    "dtype": entry.dtype.name,
+                    "values": entry.count,
+                    "codec": entry.codec.name,
+                }
+            )
+        return {"file": path, "bytes": self.size, "version": self.version, "sections": listed}
+
     def model(self, progress: Callable[[str, str], None] = silent) -> Model:
         """Every blob decoded: the model, bit for bit.
 
