@@ -54,15 +54,14 @@ def write_sparse_npz(cmps: CmpsFile, path: str, placement: Placement) -> None:
         skeleton_values = with_raw_values_taken_out(skeleton_values)
     in_skeleton = {payload.address: payload.values for payload in skeleton_values.payloads}
     entries = {entry.address: entry for entry in cmps.entries}
+    # Each blob's value fields, found once, not by scanning every address for every blob.
+    by_blob: dict[tuple[int, int, int], list] = {}
+    for address in [*entries, *in_skeleton]:
+        by_blob.setdefault((address.layer_field, address.layer_index, address.blob_index), []).append(address)
     for info in skeleton_values.named_layers(cmps.path):
         for blob_index, shape in enumerate(info.blob_shapes):
             key = f"{info.name}/{blob_index}"
-            candidates = [
-                address
-                for address in [*entries, *in_skeleton]
-                if (address.layer_field, address.layer_index, address.blob_index)
-                == (info.layer_field, info.index, blob_index)
-            ]
+            candidates = by_blob.get((info.layer_field, info.index, blob_index), [])
             if not candidates:
                 arrays[key] = np.zeros(0, dtype="<f4")  # as the dense .npz has a blob without values
                 continue
