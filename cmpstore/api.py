@@ -137,7 +137,10 @@ def encode(
         The latest ``.cmps`` format version to write (docs/FORMAT.md,
         "Versioning"), for readers that know no later one: version 3 adds
         the shuffled-rANS codec for dense floats, so ``max_version=2`` codes
-        them with shuffled deflate instead.  A model that needs a later
+        them with shuffled deflate instead; version 5 codes large blobs for
+        decode speed (segments, DEFLATE streams: see
+        :func:`cmpstore.cmps.writer.encode_model`), so ``max_version=4``
+        keeps every blob's smallest coding.  A model that needs a later
         version (float16 blobs need 2) is an error.  By default, the latest.
     force : bool
         Replace an existing ``output`` (never the input).

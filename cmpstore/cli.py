@@ -616,7 +616,8 @@ def _add_encoding_options(parser) -> None:
         default=FORMAT_VERSIONS[-1],
         metavar="N",
         help="write a file that readers of format version N can read (version 3 adds shuffled rANS "
-        "for dense floats; default: the latest, %(default)s)",
+        "for dense floats, version 5 segments and DEFLATE streams that make large blobs decode fast; "
+        "4 keeps every blob's smallest coding; default: the latest, %(default)s)",
     )
 
 

@@ -19,6 +19,8 @@ class Feature(enum.Enum):
     OPAQUE_FIELDS = "skeleton fields that do not parse as caffe.proto declares them"
     SHUFFLED_RANS = "codec 4, shuffled rANS"
     FLOAT_RAW_DATA = "the raw_data of FLOAT and DOUBLE blobs as values (BLOB value field 12)"
+    SPARSE_DEFLATE = "codec 5, sparse with DEFLATE streams"
+    SEGMENTS = "codec 6, a blob in segments coded on their own"
 
 
 #: The first version that holds each feature.
@@ -27,6 +29,8 @@ FIRST_VERSION = {
     Feature.OPAQUE_FIELDS: 2,
     Feature.SHUFFLED_RANS: 3,
     Feature.FLOAT_RAW_DATA: 4,
+    Feature.SPARSE_DEFLATE: 5,
+    Feature.SEGMENTS: 5,
 }
 
 #: Every version this cmpstore reads and writes, oldest first.

@@ -35,6 +35,8 @@ MIN_INDEX_BITS = 1
 MAX_INDEX_BITS = 16
 #: Entries of one blob's codebook; a layer may be shared among at most this many values.
 MAX_CODEBOOK_ENTRIES = 1 << 16
+#: Values of a segment of a segmented blob (codec 6), but its last: bounds the segments of a blob.
+MIN_SEGMENT_VALUES = 1 << 16
 #: The longest Huffman code cmpstore writes or accepts (bitarray decodes up to 31).
 MAX_CODE_LENGTH = 20
 #: rANS streams: constriction's AnsCoder, whose words, state and probability precision these are.

@@ -30,7 +30,7 @@ from .caffe.caffemodel import with_raw_values_taken_out
 from .caffe.model import DATA_FIELD, DOUBLE_DATA_FIELD, RAW_DATA_FIELD, Model
 from .cmps.reader import CmpsFile
 from .cmps.sections import FLOAT_RAW_DATA_VERSION
-from .codecs.sparse import SparseCodec
+from .codecs import SegmentedCodec, SparseCodec
 from .errors import UsageError
 
 #: Caffe reads a blob's ``double_data`` before its ``data``, and ``raw_data`` only without either.
@@ -125,7 +125,7 @@ def _csr_parts(cmps: CmpsFile, source, shape: tuple[int, ...]):
     if isinstance(source, np.ndarray):
         positions = np.flatnonzero(source)
         values = source[positions]
-    elif isinstance(source.codec, SparseCodec):
+    elif isinstance(source.codec, (SparseCodec, SegmentedCodec)):
         positions, values = source.codec.decode_entries(source.payload, source.count, source.dtype, source.where)
     else:
         dense = cmps.decode(source)

@@ -10,6 +10,7 @@ from cmpstore.codecs import (
     ShuffledDeflateCodec,
     SparseAnsCodec,
     SparseCodec,
+    SparseDeflateCodec,
     codec_for_id,
 )
 from cmpstore.codecs.sparse import MAX_CODEBOOK_ENTRIES
@@ -24,6 +25,8 @@ CODECS = [
     SparseCodec(index_bits=5),
     SparseAnsCodec(),
     SparseAnsCodec(index_bits=3),
+    SparseDeflateCodec(),
+    SparseDeflateCodec(index_bits=2),
 ]
 # float16 is the raw_data of FLOAT16 blobs (OpenCV / NVIDIA Caffe); its bit patterns are uint16.
 DTYPES = [np.dtype("<f2"), np.dtype("<f4"), np.dtype("<f8")]

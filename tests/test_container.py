@@ -30,8 +30,8 @@ def with_fixed_header_crc(data: bytearray) -> bytes:
 
 def test_unknown_version(encoded):
     data = bytearray(encoded)
-    struct.pack_into("<I", data, 8, 5)
-    with pytest.raises(FormatError, match="unknown format version 5; this cmpstore reads versions 1, 2, 3 and 4"):
+    struct.pack_into("<I", data, 8, 6)
+    with pytest.raises(FormatError, match="unknown format version 6; this cmpstore reads versions 1, 2, 3, 4 and 5"):
         container.read_sections(with_fixed_header_crc(data))
 
 

@@ -146,10 +146,10 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(tmp_path, monkeypatch):
     if "fork" not in multiprocessing.get_all_start_methods() or (os.cpu_count() or 1) < 2:
         pytest.skip("needs fork and two CPUs")
 
-    def die(self, index):
+    def die(self, task):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(dense_writer._Write, "blob", die)  # inherited by the forked workers
+    monkeypatch.setattr(dense_writer._Write, "part", die)  # inherited by the forked workers
     output = tmp_path / "out.caffemodel"
     began = time.monotonic()
     with pytest.raises(UsageError, match=r"out.caffemodel: a decode worker was killed by SIGKILL \(out of memory\?\)"):
@@ -179,7 +179,7 @@ def test_a_worker_gets_its_next_blob_when_it_is_done_so_one_huge_blob_does_not_h
     largest = max(range(len(cmps.entries)), key=lambda index: cmps.entries[index].count)
 
     def slow_on_the_largest(task):
-        if task[1] == largest:
+        if task[1] == (largest, 0):
             time.sleep(1.0)
         name, detail = real(task)
         return name, f"{detail} pid {os.getpid()}"

@@ -4,7 +4,7 @@ import pathlib
 import re
 
 from cmpstore.cmps import container, sections
-from cmpstore.codecs import ShuffledAnsCodec, SparseCodec
+from cmpstore.codecs import SegmentedCodec, ShuffledAnsCodec, SparseCodec, SparseDeflateCodec
 from cmpstore.format_versions import FIRST_VERSION, VERSIONS, Feature
 
 FORMAT_MD = pathlib.Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
@@ -21,6 +21,8 @@ def test_every_reader_and_writer_constant_comes_from_the_table():
     assert container.VERSIONS == VERSIONS
     assert ShuffledAnsCodec.format_version == FIRST_VERSION[Feature.SHUFFLED_RANS]
     assert SparseCodec.format_version == 1
+    assert SparseDeflateCodec.format_version == FIRST_VERSION[Feature.SPARSE_DEFLATE]
+    assert SegmentedCodec.format_version == FIRST_VERSION[Feature.SEGMENTS]
     assert sections.OPAQUE_FIELDS_VERSION == FIRST_VERSION[Feature.OPAQUE_FIELDS]
     assert sections.FLOAT_RAW_DATA_VERSION == FIRST_VERSION[Feature.FLOAT_RAW_DATA]
     assert sections.VALUE_FIELD_VERSIONS[12] == FIRST_VERSION[Feature.FLOAT16_RAW_DATA]
@@ -42,4 +44,5 @@ def test_every_row_of_the_specs_limits_table_is_a_constant_of_limits_py():
     assert rows["Huffman code length"] == "20 bits" and limits.MAX_CODE_LENGTH == 20
     assert rows["rANS word / state"] == "32 / 64 bits" and (limits.ANS_WORD_BITS, limits.ANS_STATE_BITS) == (32, 64)
     assert rows["rANS probability precision"].startswith("24 bits") and limits.ANS_PRECISION_BITS == 24
-    assert len(rows) == 12  # a new row needs its constant here too
+    assert rows["segment"].startswith("65,536 values") and limits.MIN_SEGMENT_VALUES == 65536
+    assert len(rows) == 13  # a new row needs its constant here too

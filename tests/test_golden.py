@@ -6,9 +6,11 @@ byte for byte, and the oldest one, golden-v1.cmps, with the sha256 of its.
 All are format version 1 but source-float16 (format version 2), which holds
 FLOAT16 raw_data blobs, one per codec, and CaffeOnSpark's source_class (layer
 field 141, a string where caffe.proto has bias_param), codec-shuffled-ans
-(format version 3, which adds codec 4), and source-raw-float (format version 4,
-which adds the raw_data of FLOAT and DOUBLE blobs).  The encoder, held to the version a
-file was frozen at, still writes it byte for byte.
+(format version 3, which adds codec 4), source-raw-float (format version 4,
+which adds the raw_data of FLOAT and DOUBLE blobs), and codec-segmented (format
+version 5, codecs 5 and 6: a blob too large to keep its caffemodel beside it, so
+its sha256 is kept).  The encoder, held to the version a file was frozen at,
+still writes it byte for byte.
 """
 
 import hashlib
@@ -20,6 +22,7 @@ from cmpstore import api
 from cmpstore.caffe import netproto
 from cmpstore.caffe.caffemodel import caffemodel_bytes
 from cmpstore.cmps import container
+from cmpstore.cmps.reader import open_cmps
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
@@ -120,3 +123,29 @@ def test_oldest_golden_file_decodes_to_the_same_model():
     assert hashlib.sha256(caffemodel_bytes(model)).hexdigest() == V1_DECODED_SHA256
     assert api.encode(model) == V1.read_bytes()
     assert [s["codec"] for s in api.inspect(V1)["sections"][1:]] == ["sparse", "raw", "sparse"]
+
+
+def test_segmented_golden_file_decodes_to_its_caffemodel_in_every_way(tmp_path):
+    """Format version 5 (codecs 5 and 6); its 16 MB caffemodel is kept as a sha256."""
+    golden = GOLDEN / "codec-segmented.cmps"
+    expected = (GOLDEN / "codec-segmented.caffemodel.sha256").read_text().strip()
+    model = api.decode(golden)
+    assert hashlib.sha256(caffemodel_bytes(model)).hexdigest() == expected
+    for workers in (1, 2):
+        output = tmp_path / f"streamed-{workers}.caffemodel"
+        api.decode(golden, output, workers=workers)
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == expected
+    assert api.encode(model) == golden.read_bytes()
+    assert api.encode(model, max_version=4) != golden.read_bytes()
+    assert container.read_version(golden.read_bytes())[0] == 5
+
+
+def test_segmented_golden_file_holds_codecs_5_and_6():
+    with open_cmps(GOLDEN / "codec-segmented.cmps") as cmps:
+        weights, bias = cmps.entries
+        parts = weights.codec.parts(weights.payload, weights.count, weights.where)
+        assert (weights.codec.name, bias.codec.name) == ("segmented", "shuffled-ans")
+        assert [(part.count, part.codec.name) for part in parts] == [
+            (4_194_304, "sparse-deflate"),
+            (2_048, "shuffled-ans"),
+        ]

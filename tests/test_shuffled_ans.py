@@ -134,7 +134,7 @@ def test_max_version_below_what_the_model_needs_is_an_error_naming_why():
         api.encode(float16, max_version=1)
 
 
-@pytest.mark.parametrize("version", [0, 5, "3", 2.0])
+@pytest.mark.parametrize("version", [0, 6, "3", 2.0])
 def test_an_unknown_max_version_is_a_usage_error(version):
     with pytest.raises(UsageError, match="unknown format version"):
         api.encode(dense_model(), max_version=version)

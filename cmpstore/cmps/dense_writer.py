@@ -46,19 +46,27 @@ PARALLEL_ABOVE_BYTES = 1 << 26
 
 @dataclass(frozen=True)
 class _Write:
-    """One call's decode: the open file, the output descriptor and each blob's offset in the output."""
+    """One call's decode: the open file, the output descriptor, each blob's offset in the output and its parts."""
 
     cmps: CmpsFile
     descriptor: int
     offsets: dict
+    parts: list  # per entry, the runs of its values that decode on their own (Part)
 
-    def blob(self, index: int) -> tuple[str, str]:
+    def part(self, task: tuple[int, int]) -> tuple[str, str]:
+        """Decode one part of one blob into its place; what the progress line says of it."""
+        index, number = task
         entry = self.cmps.entries[index]
+        part = self.parts[index][number]
         itemsize = entry.dtype.itemsize
         # An empty blob has nothing to write, and no place in the layout to write it at.
-        for start, values in self.cmps.windows(entry, WINDOW_BYTES // itemsize):
-            _write_all(self.descriptor, values, self.offsets[entry.address] + start * itemsize)
-        return entry.name, f"{entry.codec.name}, {entry.count:,} values"
+        base = self.offsets.get(entry.address, 0) + part.start * itemsize
+        window = WINDOW_BYTES // itemsize
+        for start, values in part.codec.windows(part.payload, part.count, entry.dtype, part.what, window):
+            _write_all(self.descriptor, values, base + start * itemsize)
+        if len(self.parts[index]) == 1:
+            return entry.name, f"{entry.codec.name}, {entry.count:,} values"
+        return f"{entry.name} part {number + 1}/{len(self.parts[index])}", f"{part.codec.name}, {part.count:,} values"
 
 
 # The writes in progress, by a number unique to each call: forked workers inherit this table and
@@ -100,22 +108,25 @@ def _fill(descriptor: int, cmps: CmpsFile, deploy: bool, workers: int | None, pr
     layout = caffemodel_layout(skeleton, {entry.address: entry.count * entry.dtype.itemsize for entry in cmps.entries})
     offsets = {piece: offset for offset, _, piece in layout if not isinstance(piece, bytes)}
     total = sum(size for _, size, _ in layout)
-    tasks = sorted(range(len(cmps.entries)), key=lambda i: -cmps.entries[i].count)  # largest first
+    # A segmented blob is many tasks, so one huge layer does not leave the other workers idle.
+    parts = [entry.codec.parts(entry.payload, entry.count, entry.where) for entry in cmps.entries]
+    tasks = [(index, number) for index, runs in enumerate(parts) for number in range(len(runs))]
+    tasks.sort(key=lambda task: -parts[task[0]][task[1]].count)  # largest first
     workers = worker_count(workers, len(tasks), total)
     os.ftruncate(descriptor, total)
     for offset, _, piece in layout:
         if isinstance(piece, bytes):
             os.pwrite(descriptor, piece, offset)
-    write = _Write(cmps, descriptor, offsets)
+    write = _Write(cmps, descriptor, offsets, parts)
     if workers <= 1:
-        for index in tasks:
-            progress(*write.blob(index))
+        for task in tasks:
+            progress(*write.part(task))
         return total
     with _writes_lock:
         number = next(_write_numbers)
         _writes[number] = write
     try:
-        _write_in_workers(workers, [(number, index) for index in tasks], progress, label)
+        _write_in_workers(workers, [(number, task) for task in tasks], progress, label)
     finally:
         with _writes_lock:
             del _writes[number]
@@ -310,9 +321,9 @@ def worker_count(requested: int | None, blobs: int, dense_bytes: int) -> int:
     return max(1, min(os.cpu_count() or 1, blobs))
 
 
-def _write_blob(task: tuple[int, int]) -> tuple[str, str]:
-    number, index = task
-    return _writes[number].blob(index)
+def _write_blob(task: tuple[int, tuple[int, int]]) -> tuple[str, str]:
+    number, part = task
+    return _writes[number].part(part)
 
 
 def _write_all(descriptor: int, values: np.ndarray, offset: int) -> None:

@@ -9,14 +9,24 @@ smallest payload.
 from __future__ import annotations
 
 from ..errors import FormatError
-from .base import BlobCodec, BlobStats
+from .base import BlobCodec, BlobStats, Part
 from .deflate import ShuffledDeflateCodec
 from .raw import RawCodec
+from .segmented import SegmentedCodec
 from .shuffled_ans import ShuffledAnsCodec
-from .sparse import SparseAnsCodec, SparseCodec
+from .sparse import SparseAnsCodec, SparseCodec, SparseDeflateCodec
 
 CODECS: dict[int, type[BlobCodec]] = {
-    codec.codec_id: codec for codec in (RawCodec, ShuffledDeflateCodec, SparseCodec, SparseAnsCodec, ShuffledAnsCodec)
+    codec.codec_id: codec
+    for codec in (
+        RawCodec,
+        ShuffledDeflateCodec,
+        SparseCodec,
+        SparseAnsCodec,
+        ShuffledAnsCodec,
+        SparseDeflateCodec,
+        SegmentedCodec,
+    )
 }
 
 
@@ -32,10 +42,13 @@ __all__ = [
     "BlobCodec",
     "BlobStats",
     "CODECS",
+    "Part",
     "RawCodec",
+    "SegmentedCodec",
     "ShuffledAnsCodec",
     "ShuffledDeflateCodec",
     "SparseAnsCodec",
     "SparseCodec",
+    "SparseDeflateCodec",
     "codec_for_id",
 ]

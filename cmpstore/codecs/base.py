@@ -32,6 +32,17 @@ class BlobStats:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Part:
+    """A run of a blob's values that decodes on its own: ``values[start : start + count]``."""
+
+    start: int
+    count: int
+    codec: BlobCodec
+    payload: memoryview
+    what: str  # how errors name it
+
+
 class BlobCodec(ABC):
     """Lossless codec for a 1-D array of ``<f2``, ``<f4`` or ``<f8`` values."""
 
@@ -62,6 +73,20 @@ class BlobCodec(ABC):
         values = self.decode(payload, count, dtype, what)
         for start in range(0, count, window):
             yield start, values[start : start + window]
+
+    def parts(self, payload, count: int, what: str) -> list[Part]:
+        """The runs of values that decode independently of each other; the whole blob but for segmented blobs."""
+        return [Part(0, count, self, payload, what)]
+
+    def decode_entries(self, payload, count: int, dtype: np.dtype, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ascending positions (int64) and values of at least every value that is not +0.0.
+
+        By default from a dense decode; the sparse codecs return their stored
+        entries without one, fillers (+0.0) included.
+        """
+        values = self.decode(payload, count, dtype, what)
+        positions = np.flatnonzero(bit_patterns(values))
+        return positions, values[positions]
 
     def describe(self, payload, count: int, dtype: np.dtype, what: str) -> BlobStats:
         """Statistics of a payload; by default by decoding it."""
