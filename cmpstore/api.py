@@ -113,6 +113,7 @@ def encode(
     coder: str = "huffman",
     max_version: int | None = None,
     force: bool = False,
+    smallest: bool = False,
 ) -> bytes:
     """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
 
@@ -137,13 +138,15 @@ def encode(
         The latest ``.cmps`` format version to write (docs/FORMAT.md,
         "Versioning"), for readers that know no later one: version 3 adds
         the shuffled-rANS codec for dense floats, so ``max_version=2`` codes
-        them with shuffled deflate instead; version 5 codes large blobs for
-        decode speed (segments, DEFLATE streams: see
-        :func:`cmpstore.cmps.writer.encode_model`), so ``max_version=4``
-        keeps every blob's smallest coding.  A model that needs a later
+        them with shuffled deflate instead; version 5 adds segments and
+        DEFLATE streams, which make large blobs decode fast.  A model that needs a later
         version (float16 blobs need 2) is an error.  By default, the latest.
     force : bool
         Replace an existing ``output`` (never the input).
+    smallest : bool
+        Keep every blob's smallest coding.  By default a large blob keeps one
+        that decodes several times faster where that costs at most 1% more
+        bytes (see :func:`cmpstore.cmps.writer.encode_model`).
 
     Returns
     -------
@@ -169,7 +172,7 @@ def encode(
     model = _checked(source) if isinstance(source, Model) else load_model(source)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
     try:
-        encoded = encode_model(model, policy, progress, coder, max_version)
+        encoded = encode_model(model, policy, progress, coder, max_version, smallest)
     except ModelError as exc:
         raise exc.located(path=path) from None
     if output is not None:
@@ -289,12 +292,13 @@ def compress(
     progress: Progress = silent,
     force: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
+    smallest: bool = False,
 ) -> tuple[bytes, list[LayerOutcome]]:
     """Prune, weight-share and encode a model in one go; write the ``.cmps`` to ``output`` if given.
 
     ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
     :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``,
-    ``coder``, ``max_version`` and ``force`` those of :func:`encode`.  ``inputs`` names other
+    ``coder``, ``max_version``, ``smallest`` and ``force`` those of :func:`encode`.  ``inputs`` names other
     files the settings came from (a prototxt), which ``output`` must never be.
 
     Returns
@@ -330,7 +334,7 @@ def compress(
         compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
     except ModelError as exc:
         raise exc.located(path=path) from None
-    encoded = encode(compressed, None, index_bits=index_bits, coder=coder, max_version=max_version)
+    encoded = encode(compressed, None, index_bits=index_bits, coder=coder, max_version=max_version, smallest=smallest)
     if output is not None:
         write_chunks(output, [encoded], placement)
     return encoded, outcomes

@@ -403,6 +403,7 @@ def _encode(args) -> int:
             coder=args.coder,
             max_version=args.max_format_version,
             force=args.force,
+            smallest=args.smallest,
         )
     finally:
         progress.close()
@@ -617,7 +618,12 @@ def _add_encoding_options(parser) -> None:
         metavar="N",
         help="write a file that readers of format version N can read (version 3 adds shuffled rANS "
         "for dense floats, version 5 segments and DEFLATE streams that make large blobs decode fast; "
-        "4 keeps every blob's smallest coding; default: the latest, %(default)s)",
+        "default: the latest, %(default)s)",
+    )
+    parser.add_argument(
+        "--smallest",
+        action="store_true",
+        help="keep every blob's smallest coding, even where one at most 1%% larger decodes several times faster",
     )
 
 
@@ -733,6 +739,7 @@ def _compress(args) -> int:
             index_bits=index_bits,
             coder=args.coder,
             max_version=args.max_format_version,
+            smallest=args.smallest,
             progress=progress,
             force=args.force,
             inputs=inputs,

@@ -35,11 +35,16 @@ SPARSE_CODERS = {"huffman": (SparseCodec,), "ans": (SparseCodec, SparseAnsCodec)
 #: The codecs for dense floats, tried in this order (a later one must be smaller to be kept),
 #: whichever ``coder``: that choice is about the sparse streams, the paper's Huffman or rANS.
 DENSE_CODECS: tuple[type[BlobCodec], ...] = (ShuffledDeflateCodec, ShuffledAnsCodec)
-#: Runs of values at least this long take the sparse codec with DEFLATE streams (codec 5) where
-#: its payload is at most FAST_DECODE_SLACK larger than the smallest: zlib decodes its streams in
-#: C, several times faster than canonical Huffman through Python (VGG-16: +0.2% bytes), and
-#: below a million values the entropy decoding takes milliseconds either way.
-FAST_DECODE_VALUES = 1 << 20
+#: Where decoding speed wins over the last bytes (unless ``smallest``): a blob keeps the payload
+#: that decodes fast (zlib inflates it in C, or it is raw) when that is at most FAST_DECODE_SLACK
+#: larger than its smallest.  The sparse codec with DEFLATE streams decodes several times faster
+#: than canonical Huffman through Python, shuffled deflate five times faster than shuffled rANS
+#: (VGG-16: +0.23% bytes; the NSFW ResNet-50, dense: +0.9%).  Sparse runs of fewer than
+#: FAST_SPARSE_VALUES values keep the smallest (their entropy decoding takes a millisecond or two,
+#: and it keeps LeNet-sized models at the paper's bytes), as do dense runs of fewer than
+#: FAST_DENSE_VALUES.
+FAST_SPARSE_VALUES = 1 << 20
+FAST_DENSE_VALUES = 1 << 14
 FAST_DECODE_SLACK = 0.01
 
 
@@ -49,21 +54,21 @@ def encode_model(
     progress=silent,
     coder: str = "huffman",
     max_version: int = container.VERSIONS[-1],
+    smallest: bool = False,
 ) -> bytes:
     """The bytes of a ``.cmps`` file holding ``model``.
 
     Every blob is coded with each codec and the smallest payload is kept, so
-    no blob ever grows beyond its raw size plus a few bytes of framing, with
-    two exceptions that make large blobs decode fast (format version 5): a
-    blob of more than :data:`~cmpstore.codecs.segmented.SEGMENT_VALUES`
-    values is coded in segments, each its smallest, so that decoding spreads
-    it over the cores; and a run of at least :data:`FAST_DECODE_VALUES`
-    values takes the sparse codec with DEFLATE streams where that is within
-    :data:`FAST_DECODE_SLACK` of the smallest.  The file's format version is
-    the lowest that holds it; ``max_version`` keeps out the codecs of later
-    versions, for readers that know only those (a model that needs a later
-    version is a ModelError), and ``max_version=4`` keeps every blob's
-    smallest coding.
+    no blob ever grows beyond its raw size plus a few bytes of framing, but
+    for what makes large blobs decode fast: a blob of more than
+    :data:`~cmpstore.codecs.segmented.SEGMENT_VALUES` values is coded in
+    segments (format version 5), so that decoding spreads it over the cores;
+    and a large run keeps a payload that decodes several times faster where
+    that costs at most :data:`FAST_DECODE_SLACK` more bytes (the sparse codec
+    with DEFLATE streams, of version 5, shuffled deflate, or raw), unless
+    ``smallest``.  The file's format version is the lowest that holds it;
+    ``max_version`` keeps out the codecs of later versions, for readers that
+    know only those (a model that needs a later version is a ModelError).
 
     Raises ModelError, before anything is coded, for a model that the reader
     would reject as beyond the format's limits (:mod:`cmpstore.limits`).
@@ -72,7 +77,7 @@ def encode_model(
     version, needs = version_for(model)
     if version > max_version:
         raise ModelError(f"the model holds {needs}, which need format version {version}, not {max_version}")
-    choice = _Choice.for_version(coder, max_version)
+    choice = _Choice.for_version(coder, max_version, smallest)
     sections = [_section(container.NET, net_payload(model), "the net")]
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
@@ -110,18 +115,20 @@ class _Choice:
 
     sparse: tuple[type[SparseCodec], ...]
     dense: tuple[type[BlobCodec], ...]
-    fast_sparse: type[SparseCodec] | None  # preferred for large runs when nearly as small
+    prefer_fast: bool  # keep a fast-decoding payload within FAST_DECODE_SLACK of the smallest
+    fast_sparse: type[SparseCodec] | None  # the sparse codec that decodes fast, where preferred and allowed
     segment_values: int | None  # None: never segmented
 
     @classmethod
-    def for_version(cls, coder: str, max_version: int) -> _Choice:
+    def for_version(cls, coder: str, max_version: int, smallest: bool = False) -> _Choice:
         def allowed(codec) -> bool:
             return codec.format_version <= max_version
 
         return cls(
             sparse=SPARSE_CODERS[coder],
             dense=tuple(filter(allowed, DENSE_CODECS)),
-            fast_sparse=SparseDeflateCodec if allowed(SparseDeflateCodec) else None,
+            prefer_fast=not smallest,
+            fast_sparse=SparseDeflateCodec if not smallest and allowed(SparseDeflateCodec) else None,
             segment_values=SEGMENT_VALUES if allowed(SegmentedCodec) else None,
         )
 
@@ -133,24 +140,31 @@ class _Choice:
         return self._run(values, fixed_bits)
 
     def _run(self, values: np.ndarray, fixed_bits: int | None) -> tuple[BlobCodec, bytes]:
-        codec: BlobCodec
-        codec, body = min(
-            ((sparse(fixed_bits), sparse(fixed_bits).encode(values)) for sparse in self.sparse),
-            key=lambda candidate: len(candidate[1]),
-        )
-        fast = self.fast_sparse
-        if fast and values.size >= FAST_DECODE_VALUES and (fixed_bits is None or fixed_bits <= fast.max_index_bits):
-            coded = fast(fixed_bits).encode(values)
-            if len(coded) <= len(body) * (1 + FAST_DECODE_SLACK):
-                codec, body = fast(fixed_bits), coded
+        """The smallest payload, or a fast-decoding one within FAST_DECODE_SLACK of it (see encode_model)."""
+        sparse = [(codec(fixed_bits), codec(fixed_bits).encode(values)) for codec in self.sparse]
+        fast = []
+        streams = self.fast_sparse
+        if streams and values.size >= FAST_SPARSE_VALUES and (fixed_bits or 0) <= streams.max_index_bits:
+            fast.append((streams(fixed_bits), streams(fixed_bits).encode(values)))
+        dense = []
+        # The dense codecs only pay on dense floats; skip them where the sparse coder already halved the blob.
+        if fixed_bits is None and min(len(body) for _, body in sparse) > values.nbytes // 2:
+            dense = [(codec(), codec().encode(values)) for codec in self.dense]
+            if self.prefer_fast and values.size >= FAST_DENSE_VALUES:
+                fast += [(codec, body) for codec, body in dense if isinstance(codec, ShuffledDeflateCodec)]
+                if ShuffledAnsCodec in self.dense:
+                    # Planes that rANS barely shrinks (a dense float's high mantissa byte) stored instead.
+                    quick = ShuffledAnsCodec(min_plane_saving=FAST_DECODE_SLACK)
+                    fast.append((quick, quick.encode(values)))
+        smallest = min(sparse + dense, key=lambda candidate: len(candidate[1]))
         if fixed_bits is None:
-            # The dense codecs only pay on dense floats; skip them where the sparse coder already halved the blob.
-            if len(body) > values.nbytes // 2:
-                for dense in self.dense:
-                    coded = dense().encode(values)
-                    if len(coded) < len(body):
-                        codec, body = dense(), coded
-            # Raw is only materialised when it wins: a copy of a large blob would double peak memory.
-            if values.nbytes < len(body):
-                codec, body = RawCodec(), RawCodec().encode(values)
-        return codec, body
+            # Raw decodes fastest of all; it is only materialised when it is kept, since a copy of a
+            # large blob would double peak memory.
+            slack = FAST_DECODE_SLACK if self.prefer_fast and values.size >= FAST_DENSE_VALUES else 0
+            if values.nbytes < len(smallest[1]) or (slack and values.nbytes <= len(smallest[1]) * (1 + slack)):
+                return RawCodec(), RawCodec().encode(values)
+        if fast:
+            quickest = min(fast, key=lambda candidate: len(candidate[1]))
+            if len(quickest[1]) <= len(smallest[1]) * (1 + FAST_DECODE_SLACK):
+                return quickest
+        return smallest
