@@ -5,9 +5,9 @@ import re
 import pytest
 
 import cmpstore
-from cmpstore.compression.settings import MAX_CLUSTERS
 from cmpstore.errors import UsageError
 from cmpstore.finetune.schedule import schedule_from_json
+from cmpstore.limits import MAX_CODEBOOK_ENTRIES as MAX_CLUSTERS
 from cmpstore.synthetic import build_model
 
 MODEL = build_model(seed=0)

@@ -18,6 +18,7 @@ from ..atomic import NEW_FILE, Placement, atomic_output
 from ..errors import ModelError, UsageError
 from ..streams.inflate import inflate_bound
 from . import netproto
+from .fields import element_count
 from .model import (
     DATA_FIELD,
     DOUBLE_DATA_FIELD,
@@ -302,7 +303,7 @@ def write_hdf5(model: Model, path: str | os.PathLike, placement: Placement = NEW
                     shape = netproto.blob_shape(blob)
                     array = blob_values(values, layer_field, layer_index, blob_index)
                     if array is None:  # a blob without values is written as zeros of its shape
-                        array = np.zeros(netproto.element_count(shape) or 0, dtype="<f4")
+                        array = np.zeros(element_count(shape) or 0, dtype="<f4")
                     data_group.create_dataset(str(blob_index), data=array.reshape(shape))
                     blob_diff = netproto.blob_diff(blob)
                     if diff_group is not None:

@@ -13,27 +13,20 @@ skeleton keeps it byte for byte anyway; only the parsed view leaves it out
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import descriptor, message, text_format
 
-from .. import limits
-from ..errors import CmpstoreError, ModelError
+from ..errors import ModelError
 from . import wire
 from ._proto import caffe_pb2
-from .model import (
+from .checker import check_net_size
+from .fields import (
     BLOBS_FIELD,
-    DATA_FIELD,
-    DOUBLE_DATA_FIELD,
     LAYER_FIELD,
     LEGACY_LAYER_FIELD,
-    RAW_DATA_DTYPE,
-    RAW_DATA_FIELD,
-    BlobAddress,
     value_dtype,
 )
 
@@ -227,73 +220,6 @@ def _describe(message_class, field: wire.Field) -> str:
     return f"field {field.number} holds {found} that do not parse as caffe.proto's {declared.name} ({kind})"
 
 
-def check_net_size(skeleton, path: str | None = None) -> int:
-    """Raise ModelError if the serialized net has more layers or fields than the limits; return its layers.
-
-    Walks only the NetParameter's own fields and each layer's, stopping at the
-    first limit passed, so a hostile net costs at most about a second here
-    (a blob, with its values, is one field).
-    """
-    layers = fields = 0
-    try:
-        for field in wire.iter_fields(skeleton, 0, len(skeleton)):
-            fields += 1
-            if field.number in (LAYER_FIELD, LEGACY_LAYER_FIELD) and field.wire_type == wire.LENGTH_DELIMITED:
-                layers += 1
-                if layers > limits.MAX_LAYERS:
-                    raise ModelError(f"the net has more than {limits.MAX_LAYERS:,} layers, the limit", path=path)
-                for _ in wire.iter_fields(skeleton, field.value_start, field.end):
-                    fields += 1
-                    if fields > limits.MAX_NET_FIELDS:
-                        break
-            if fields > limits.MAX_NET_FIELDS:
-                raise ModelError(
-                    f"the net and its layers have more than {limits.MAX_NET_FIELDS:,} fields, the limit", path=path
-                )
-    except wire.WireError as exc:
-        raise ModelError(f"not a valid Caffe NetParameter ({exc})", path=path) from None
-    return layers
-
-
-def check_sizes(
-    layers: list[LayerInfo],
-    value_fields: Iterable[BlobAddress],
-    skeleton_bytes: int,
-    error: type[CmpstoreError] = ModelError,
-    max_output_bytes: int | None = None,
-) -> int:
-    """Check every blob and the whole model against :mod:`cmpstore.limits`; return the decoded size.
-
-    ``value_fields`` are the addresses of the values the model holds.  A blob
-    without values counts as the float32 zeros of its shape, which is what
-    writing it as HDF5 gives.  The decoded size is ``skeleton_bytes`` plus
-    every blob's values; a shape with a negative dimension is refused here too.
-    """
-    if skeleton_bytes > limits.MAX_SKELETON_BYTES:
-        raise error(
-            f"the net without its weights is {skeleton_bytes:,} bytes, more than the limit of "
-            f"{limits.MAX_SKELETON_BYTES:,}"
-        )
-    by_address = layers_by_address(layers)
-    itemsizes: dict[tuple[int, int, int], list[int]] = {}
-    for address in value_fields:
-        key = (address.layer_field, address.layer_index, address.blob_index)
-        dtype = by_address[key[:2]].value_dtype(address.blob_index, address.value_field)
-        itemsizes.setdefault(key, []).append(dtype.itemsize if dtype is not None else 4)
-    decoded = skeleton_bytes
-    for layer in layers:
-        for blob_index, shape in enumerate(layer.blob_shapes):
-            where = f"{layer.label} blob {blob_index}"
-            count = element_count(shape)
-            if count is None:
-                raise error(f"blob shape {list(shape)} has a negative dimension", where=where)
-            for itemsize in itemsizes.get((layer.layer_field, layer.index, blob_index), [4]):
-                limits.check_blob(count, itemsize, error, where)
-                decoded += count * itemsize
-    limits.check_model(decoded, error, max_output_bytes)
-    return decoded
-
-
 def serialize(net: NetParameter) -> bytes:
     return net.SerializeToString()
 
@@ -303,35 +229,6 @@ def blob_shape(blob) -> tuple[int, ...]:
     if any(blob.HasField(name) for name in ("num", "channels", "height", "width")):
         return (blob.num, blob.channels, blob.height, blob.width)
     return tuple(blob.shape.dim)
-
-
-def element_count(shape: tuple[int, ...]) -> int | None:
-    """Values a blob of this shape holds, exactly (Python ints, no overflow); None if a dimension is negative."""
-    if any(dim < 0 for dim in shape):
-        return None
-    return math.prod(shape)
-
-
-def check_value_count(layer: LayerInfo, blob_index: int, count: int, error: type[CmpstoreError] = ModelError) -> None:
-    """Raise ``error`` unless ``count`` values fill the blob's shape exactly (which has no negative dimension)."""
-    shape = layer.blob_shapes[blob_index]
-    expected = element_count(shape)
-    where = f"{layer.label} blob {blob_index}"
-    if expected is None:
-        raise error(f"blob shape {list(shape)} has a negative dimension", where=where)
-    if count != expected:
-        raise error(f"blob holds {count} values but its shape {list(shape)} needs {expected}", where=where)
-
-
-def check_value_field(layer: LayerInfo, blob_index: int, value_field: int, error: type[CmpstoreError] = ModelError):
-    """Raise ``error`` for ``raw_data`` values in a blob whose ``raw_data_type`` is not FLOAT16, FLOAT or DOUBLE."""
-    if value_field == RAW_DATA_FIELD and layer.value_dtype(blob_index, value_field) is None:
-        raw_type = layer.raw_data_types[blob_index] if blob_index < len(layer.raw_data_types) else None
-        said = "no raw_data_type" if raw_type is None else f"raw_data_type {raw_type}"
-        raise error(
-            f"holds raw_data values but has {said}; values come only from FLOAT16, FLOAT or DOUBLE raw_data",
-            where=f"{layer.label} blob {blob_index}",
-        )
 
 
 def layer_infos(net: NetParameter) -> list[LayerInfo]:
@@ -353,34 +250,6 @@ def _layer_info(layer_field: int, index: int, layer, type_name: str) -> LayerInf
 def text(value: str | bytes) -> str:
     """A string field as text: protobuf gives a name that is not valid UTF-8 as bytes; those show escaped."""
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
-
-
-def check_weightless(
-    net: NetParameter, error: type[CmpstoreError] = ModelError, raw_types: Collection[int] = tuple(RAW_DATA_DTYPE)
-) -> None:
-    """Raise ``error`` naming the layer and blob if a BlobProto of ``net`` still holds values.
-
-    A skeleton's values belong in the payloads (a ``.cmps`` file's BLOB
-    sections): values left in it would be decoded beside them, into a blob
-    with two value fields of which Caffe reads one.  ``raw_data`` counts as
-    values in a blob whose ``raw_data_type`` is one of ``raw_types`` (files
-    of format version 2 and 3 took out only FLOAT16 ones).
-    """
-    for layers in (net.layer, net.layers):
-        for index, layer in enumerate(layers):
-            for blob_index, blob in enumerate(layer.blobs):
-                fields = [("data", DATA_FIELD), ("double_data", DOUBLE_DATA_FIELD)]
-                if blob.HasField("raw_data_type") and blob.raw_data_type in raw_types:
-                    fields.append(("raw_data", RAW_DATA_FIELD))
-                for name, number in fields:
-                    if len(getattr(blob, name)):
-                        label = f"layer '{layer.name}'" if layer.name else f"layer #{index}"
-                        raise error(
-                            f"the skeleton still holds {len(getattr(blob, name)):,} {name} "
-                            f"{'bytes' if number == RAW_DATA_FIELD else 'values'} (field {number}); "
-                            "values belong in payloads (a .cmps file's BLOB sections)",
-                            where=f"{label} blob {blob_index}",
-                        )
 
 
 def layers_by_address(infos: list[LayerInfo]) -> dict[tuple[int, int], LayerInfo]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import limits
-from ..caffe import netproto
+from ..caffe import checker, netproto
 from ..caffe.caffemodel import with_raw_values_taken_out
 from ..caffe.model import VALUE_FIELDS, BlobAddress, Model, Payload
 from ..caffe.netproto import LayerInfo
@@ -91,15 +91,15 @@ class CmpsFile:
         if conflicts and self.version < OPAQUE_FIELDS_VERSION:
             raise FormatError(f"{label}: {conflicts[0]}, which needs a later format version than {self.version}")
         try:
-            netproto.check_weightless(self.net, FormatError, raw_types_taken_out(self.version))
+            checker.check_weightless(self.net, FormatError, raw_types_taken_out(self.version))
         except FormatError as exc:
             raise FormatError(exc.problem, where=f"{label}, {exc.where}") from None
         self.layers = netproto.layer_infos(self.net)
         #: Bytes of the header and the NETP section: what a report counts as structure.
         self.header_and_net_bytes = container.HEADER_SIZE + net_section.size_on_disk
         self.entries = self._entries(sections)
-        #: The skeleton plus every blob's values (see :func:`cmpstore.caffe.netproto.check_sizes`).
-        self.decoded_bytes = netproto.check_sizes(
+        #: The skeleton plus every blob's values (see :func:`cmpstore.caffe.checker.check_sizes`).
+        self.decoded_bytes = checker.check_sizes(
             self.layers, (entry.address for entry in self.entries), len(self.skeleton), FormatError, max_output_bytes
         )
 
@@ -121,7 +121,7 @@ class CmpsFile:
             previous = address
             where = f"{label}, {layer.label} blob {address.blob_index}"
             try:
-                netproto.check_value_field(layer, address.blob_index, address.value_field, FormatError)
+                checker.check_value_field(layer, address.blob_index, address.value_field, FormatError)
             except FormatError as exc:
                 raise FormatError(f"{label}, {exc}") from None
             needed, _ = value_field_version(layer, address)
@@ -142,7 +142,7 @@ class CmpsFile:
                     where=where,
                 )
             try:
-                netproto.check_value_count(layer, address.blob_index, count, FormatError)
+                checker.check_value_count(layer, address.blob_index, count, FormatError)
             except FormatError as exc:
                 raise FormatError(f"{label}, {exc}") from None
             entries.append(

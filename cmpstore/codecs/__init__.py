@@ -3,40 +3,18 @@
 Each codec turns a 1-D little-endian float array into a payload and back,
 bit for bit, and can describe a payload (for ``report`` and ``inspect``)
 without decoding it in full.  The encoder tries every codec and keeps the
-smallest payload.
+smallest payload.  Importing this package registers every codec in
+:data:`CODECS` (each class enters itself as it is defined).
 """
 
 from __future__ import annotations
 
-from ..errors import FormatError
-from .base import BlobCodec, BlobStats, Part
+from .base import CODECS, BlobCodec, BlobStats, Part, codec_for_id
 from .deflate import ShuffledDeflateCodec
 from .raw import RawCodec
 from .segmented import SegmentedCodec
 from .shuffled_ans import ShuffledAnsCodec
 from .sparse import SparseAnsCodec, SparseCodec, SparseDeflateCodec
-
-CODECS: dict[int, type[BlobCodec]] = {
-    codec.codec_id: codec
-    for codec in (
-        RawCodec,
-        ShuffledDeflateCodec,
-        SparseCodec,
-        SparseAnsCodec,
-        ShuffledAnsCodec,
-        SparseDeflateCodec,
-        SegmentedCodec,
-    )
-}
-
-
-def codec_for_id(codec_id: int) -> BlobCodec:
-    """The codec that reads payloads written with ``codec_id``."""
-    try:
-        return CODECS[codec_id]()
-    except KeyError:
-        raise FormatError(f"unknown blob codec id {codec_id}") from None
-
 
 __all__ = [
     "BlobCodec",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import FormatError
 from ..streams.codebook import bit_patterns
 
 
@@ -43,6 +44,20 @@ class Part:
     what: str  # how errors name it
 
 
+#: Every codec by its id: each concrete codec class enters itself as it is defined
+#: (:meth:`BlobCodec.__init_subclass__`), so a codec that holds others (segmented) can
+#: look them up without importing the package that imports it.
+CODECS: dict[int, type[BlobCodec]] = {}
+
+
+def codec_for_id(codec_id: int) -> BlobCodec:
+    """The codec that reads payloads written with ``codec_id``."""
+    try:
+        return CODECS[codec_id]()
+    except KeyError:
+        raise FormatError(f"unknown blob codec id {codec_id}") from None
+
+
 class BlobCodec(ABC):
     """Lossless codec for a 1-D array of ``<f2``, ``<f4`` or ``<f8`` values."""
 
@@ -50,6 +65,14 @@ class BlobCodec(ABC):
     name: str
     #: The first ``.cmps`` format version whose files may use this codec (docs/FORMAT.md, "Versioning").
     format_version: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        codec_id = cls.__dict__.get("codec_id")
+        if codec_id is not None:
+            if codec_id in CODECS:
+                raise TypeError(f"codec id {codec_id} is taken by {CODECS[codec_id].__name__}")
+            CODECS[codec_id] = cls
 
     @abstractmethod
     def encode(self, values: np.ndarray) -> bytes:

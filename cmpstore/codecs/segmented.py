@@ -29,7 +29,7 @@ from ..format_versions import Feature, first_version
 from ..limits import MIN_SEGMENT_VALUES
 from ..streams.codebook import bit_patterns
 from ..streams.varint import Reader, encode_varint
-from .base import BlobCodec, BlobStats, Part, output_for
+from .base import BlobCodec, BlobStats, Part, codec_for_id, output_for
 
 #: Values per segment that cmpstore writes: 16 MiB of float32, so VGG-16's fc6 is 25 segments.
 SEGMENT_VALUES = 1 << 22
@@ -82,8 +82,6 @@ class SegmentedCodec(BlobCodec):
         return b"".join(out)
 
     def parts(self, payload, count: int, what: str) -> list[Part]:
-        from . import codec_for_id  # the registry imports this module
-
         reader = Reader(payload)
         segment_values = reader.varint(f"{what} segment values", max(count - 1, 0))
         if segment_values < MIN_SEGMENT_VALUES:

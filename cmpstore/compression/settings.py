@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 
 from ..errors import UsageError
-from ..limits import MAX_CODEBOOK_ENTRIES, MAX_INDEX_BITS, MIN_INDEX_BITS  # noqa: F401 - named here for callers
 
-#: The most clusters a layer may be shared among: what a .cmps codebook holds (the Cmp layers for
-#: Caffe accept the same); and the relative-index widths a .cmps file can store.
-MAX_CLUSTERS = MAX_CODEBOOK_ENTRIES
+# The most clusters a layer may be shared among is what a .cmps codebook holds (the Cmp layers for
+# Caffe accept the same), and the relative-index widths are those a .cmps file can store.
+from ..limits import MAX_CODEBOOK_ENTRIES, MAX_INDEX_BITS, MIN_INDEX_BITS
 
 
 def checked_ratio(ratio: object, where: str) -> float:
@@ -27,9 +26,9 @@ def checked_ratio(ratio: object, where: str) -> float:
 
 
 def checked_clusters(clusters: object, where: str) -> int:
-    """A ``class_num``: a whole number in 1..MAX_CLUSTERS."""
-    if isinstance(clusters, bool) or not isinstance(clusters, Integral) or not 1 <= clusters <= MAX_CLUSTERS:
-        raise UsageError(f"{where}: the number of clusters must be in 1..{MAX_CLUSTERS}, got {clusters}")
+    """A ``class_num``: a whole number in 1..MAX_CODEBOOK_ENTRIES."""
+    if isinstance(clusters, bool) or not isinstance(clusters, Integral) or not 1 <= clusters <= MAX_CODEBOOK_ENTRIES:
+        raise UsageError(f"{where}: the number of clusters must be in 1..{MAX_CODEBOOK_ENTRIES}, got {clusters}")
     return int(clusters)
 
 
