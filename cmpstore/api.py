@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,8 +25,8 @@ from .cmps.dense_writer import caffemodel_buffer, write_caffemodel
 from .cmps.reader import CmpsFile, open_cmps
 from .cmps.writer import SPARSE_CODERS, encode_model
 from .compression import selectors, settings
-from .compression.transform import LayerOutcome, compress_weights
-from .errors import FormatError, ModelError, UsageError, option, reading
+from .compression.transform import LayerOutcome, compress_weights, settings_from_prototxt
+from .errors import CmpstoreError, FormatError, ModelError, UsageError, option, reading
 from .progress import silent
 from .report import Report, build_report
 
@@ -48,6 +49,8 @@ __all__ = [
     "load_model",
     "load_weights",
     "plot",
+    "prune",
+    "quantize",
     "read_npz",
     "report",
     "save_model",
@@ -194,7 +197,7 @@ def decode_bytes(
 
 def decode(
     source: str | os.PathLike,
-    output: str | os.PathLike | None = None,
+    output: str | os.PathLike | BinaryIO | None = None,
     *,
     format: str | None = None,
     deploy: bool = False,
@@ -210,6 +213,8 @@ def decode(
     written there (atomically) and None is returned; a binary caffemodel,
     the default, is written blob by blob at its offsets, in parallel
     ``workers`` for large models, without ever holding the dense model.
+    ``output`` may also be a binary stream (anything with ``write``, such as
+    a pipe): the binary caffemodel is written to it in order, piece by piece.
 
     Parameters
     ----------
@@ -251,12 +256,14 @@ def decode(
     """
     path = os.fspath(source)
     placement = Placement.of(force, [path])
+    if output is not None and hasattr(output, "write"):
+        return _decode_to_stream(path, output, format, deploy, progress, max_output_bytes, sparse)
     target = None
     if output is not None:
         target = formats.for_output(output, format)
         check_output(output, placement)
     if sparse and target is not formats.NPZ:
-        raise UsageError("sparse matrices are written to an .npz output only", path=path)
+        raise UsageError(f"{option('sparse', 'sparse=True')} needs an .npz output", path=path)
     cmps = _open(path, max_output_bytes)
     if sparse:
         from .sparse_matrix import write_sparse_npz
@@ -277,6 +284,21 @@ def decode(
     return None
 
 
+def _decode_to_stream(path, stream, format, deploy, progress, max_output_bytes, sparse) -> None:
+    """:func:`decode` into a binary stream: a binary caffemodel, the one format written front to back."""
+    if sparse:
+        raise UsageError(f"{option('sparse', 'sparse=True')} needs an .npz file, not a stream", path=path)
+    if format is not None and formats.by_name(format) is not formats.CAFFEMODEL:
+        raise UsageError(
+            f"{option('format')} {format} needs a seekable file, not a stream (a stream gets a binary caffemodel)"
+        )
+    cmps = _open(path, max_output_bytes)
+    with reading(path):
+        model = cmps.model(progress)
+    for chunk in caffemodel.join_caffemodel(_deployed(model, path) if deploy else model):
+        stream.write(chunk)
+
+
 def compress(
     source: str | os.PathLike | Model,
     output: str | os.PathLike | None = None,
@@ -293,13 +315,16 @@ def compress(
     force: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
     smallest: bool = False,
+    from_prototxt: str | os.PathLike | None = None,
 ) -> tuple[bytes, list[LayerOutcome]]:
     """Prune, weight-share and encode a model in one go; write the ``.cmps`` to ``output`` if given.
 
     ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
-    :func:`~cmpstore.compression.transform.compress_weights`; ``index_bits``,
-    ``coder``, ``max_version``, ``smallest`` and ``force`` those of :func:`encode`.  ``inputs`` names other
-    files the settings came from (a prototxt), which ``output`` must never be.
+    :func:`~cmpstore.compression.transform.compress_weights`, and
+    ``from_prototxt`` that of :func:`prune`; ``index_bits``, ``coder``,
+    ``max_version``, ``smallest`` and ``force`` those of :func:`encode`.
+    ``inputs`` names other files the settings came from, which ``output``
+    must never be.
 
     Returns
     -------
@@ -319,6 +344,7 @@ def compress(
 
     """
     path = None if isinstance(source, Model) else os.fspath(source)
+    inputs = [*inputs, *([from_prototxt] if from_prototxt is not None else [])]
     placement = Placement.of(force, [path, *inputs])
     if output is not None:
         named = next((f for f in formats.FORMATS.values() if os.fspath(output).endswith(f.extensions)), None)
@@ -329,6 +355,7 @@ def compress(
                 path=os.fspath(output),
             )
         check_output(output, placement)
+    ratios, clusters = _settings(from_prototxt, ratios, clusters, ("ratios", "clusters"))
     model = source if isinstance(source, Model) else load_model(source)
     try:
         compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
@@ -338,6 +365,95 @@ def compress(
     if output is not None:
         write_chunks(output, [encoded], placement)
     return encoded, outcomes
+
+
+def prune(
+    source: str | os.PathLike | Model,
+    output: str | os.PathLike | None = None,
+    *,
+    ratios: Mapping[str, float] | None = None,
+    from_prototxt: str | os.PathLike | None = None,
+    progress: Progress = silent,
+    force: bool = False,
+) -> tuple[Model, list[LayerOutcome]]:
+    """Magnitude-prune a model's weight layers (``cmpstore prune``); write it to ``output`` if given.
+
+    ``ratios`` maps layer names, or ``conv``/``fc``, to the fork's
+    ``sparse_ratio``; ``from_prototxt`` takes each layer's ``sparse_ratio``
+    from the Cmp fields of a net, and a layer named in ``ratios`` overrides
+    it.  The output is any model format, by its extension (see
+    :func:`save_model`); it is never ``source`` or ``from_prototxt``.
+
+    Returns the pruned model and what pruning did to each layer.
+    """
+    return _transformed(source, output, from_prototxt, ("ratios",), progress, force, ratios=ratios)
+
+
+def quantize(
+    source: str | os.PathLike | Model,
+    output: str | os.PathLike | None = None,
+    *,
+    clusters: Mapping[str, int] | None = None,
+    from_prototxt: str | os.PathLike | None = None,
+    init: str = "linear",
+    seed: int = 0,
+    empty: str = "drop",
+    progress: Progress = silent,
+    force: bool = False,
+) -> tuple[Model, list[LayerOutcome]]:
+    """Share each weight layer's surviving weights by 1-D k-means (``cmpstore quantize``); write to ``output``.
+
+    ``clusters`` maps layer names, or ``conv``/``fc``, to the fork's
+    ``class_num``; ``from_prototxt`` takes ``class_num`` from each Cmp layer
+    of a net whose ``quantize_term`` is set, and a layer named in
+    ``clusters`` overrides it.  ``init``, ``seed`` and ``empty`` are those of
+    :func:`~cmpstore.compression.transform.compress_weights`; the output as
+    for :func:`prune`.
+
+    Returns the shared model and what sharing did to each layer.
+    """
+    return _transformed(
+        source, output, from_prototxt, ("clusters",), progress, force,
+        clusters=clusters, init=init, seed=seed, empty=empty,
+    )  # fmt: skip
+
+
+def _transformed(source, output, from_prototxt, takes, progress, force, **settings):
+    """What prune and quantize share: the output checked first, the settings merged, the model written."""
+    path = None if isinstance(source, Model) else os.fspath(source)
+    inputs = [path, *([os.fspath(from_prototxt)] if from_prototxt is not None else [])]
+    placement = Placement.of(force, inputs)
+    if output is not None:
+        check_output(output, placement)  # before the work, not only after it
+    ratios, clusters = _settings(from_prototxt, settings.pop("ratios", None), settings.pop("clusters", None), takes)
+    model = source if isinstance(source, Model) else load_model(source)
+    try:
+        transformed, outcomes = compress_weights(model, ratios, clusters, progress=progress, **settings)
+    except CmpstoreError as exc:
+        raise exc.located(path=path) from None
+    if output is not None:
+        formats.for_output(output, None).write(transformed, os.fspath(output), placement)
+    return transformed, outcomes
+
+
+def _settings(from_prototxt, ratios, clusters, takes: tuple[str, ...]) -> tuple[dict, dict]:
+    """The ratios and clusters to apply: a prototxt's Cmp fields, each layer named in ``ratios``/``clusters`` winning.
+
+    Only the kinds of setting in ``takes`` are kept (prune takes ratios, quantize clusters, compress both).
+    """
+    from_ratios: dict = {}
+    from_clusters: dict = {}
+    if from_prototxt is not None:
+        with reading(os.fspath(from_prototxt), ModelError):
+            from_ratios, from_clusters = settings_from_prototxt(netproto.read_prototxt(from_prototxt))
+    merged = {
+        "ratios": {**from_ratios, **(ratios or {})} if "ratios" in takes else {},
+        "clusters": {**from_clusters, **(clusters or {})} if "clusters" in takes else {},
+    }
+    if not any(merged.values()):
+        named = [option(name) for name in (*takes, "from_prototxt")]
+        raise UsageError(f"nothing to do: give {', '.join(named[:-1])} or {named[-1]}")
+    return merged["ratios"], merged["clusters"]
 
 
 def import_han(

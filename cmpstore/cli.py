@@ -16,12 +16,10 @@ import signal
 import sys
 
 from . import __version__, api, formats
-from .atomic import Placement, check_output
-from .caffe import caffemodel, netproto
 from .cmps.container import FILE_EXTENSION
 from .cmps.container import VERSIONS as FORMAT_VERSIONS
-from .compression import kmeans, selectors, transform
-from .errors import CmpstoreError, ModelError, UsageError, option_names, reading
+from .compression import kmeans, selectors
+from .errors import CmpstoreError, UsageError, option_names
 from .progress import Progress, wants_bar
 from .report import format_outcomes, format_table
 
@@ -74,6 +72,8 @@ FLAGS = {
     "data": "--data",
     "dry_run": "--dry-run",
     "force": "--force",
+    "format": "--format",
+    "from_prototxt": "--from-prototxt",
     "index_bits": "--index-bits",
     "init": "--init",
     "iterations": "--iterations",
@@ -82,6 +82,7 @@ FLAGS = {
     "plot": "--plot",
     "ratios": "--ratios",
     "seed": "--seed",
+    "sparse": "--sparse",
     "work_dir": "--work-dir",
 }
 
@@ -416,33 +417,21 @@ def _encode(args) -> int:
 
 def _decode(args) -> int:
     output = args.output or formats.default_output(args.encoded, formats.CAFFEMODEL)
-    stdout = _data_stdout() if output == "-" else None
-    if stdout and formats.by_name(args.format or "caffemodel") is not formats.CAFFEMODEL:
-        raise UsageError(f"--format {args.format} needs a seekable file, not standard output")
-    if args.sparse and formats.for_output(output, args.format) is not formats.NPZ:
-        raise UsageError("--sparse needs an .npz output (--format npz)")
     progress = Progress(None, "decode", wants_bar(args.quiet))
     try:
-        if stdout:
-            model = api.decode(
-                args.encoded, deploy=args.deploy, progress=progress, max_output_bytes=args.max_output_bytes
-            )
-        else:
-            api.decode(
-                args.encoded,
-                output,
-                format=args.format,
-                deploy=args.deploy,
-                progress=progress,
-                max_output_bytes=args.max_output_bytes,
-                force=args.force,
-                sparse=args.sparse,
-            )
+        api.decode(
+            args.encoded,
+            _data_stdout() if output == "-" else output,
+            format=args.format,
+            deploy=args.deploy,
+            progress=progress,
+            max_output_bytes=args.max_output_bytes,
+            force=args.force,
+            sparse=args.sparse,
+        )
     finally:
         progress.close()
-    if stdout:
-        for chunk in caffemodel.join_caffemodel(model):
-            stdout.write(chunk)
+    if output == "-":
         _summary(args, output, f"{args.encoded} -> standard output (caffemodel)")
     else:
         written = formats.for_output(output, args.format).name + (", sparse" if args.sparse else "")
@@ -669,24 +658,14 @@ def _add_model_options(parser, *, ratios: bool, clusters: bool) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
 
-def _settings(args) -> tuple[dict, dict]:
-    """The --ratios/--clusters/--from-prototxt settings, as text; the library checks them."""
-    ratios: dict = {}
-    clusters: dict = {}
-    if args.from_prototxt:
-        with reading(args.from_prototxt, ModelError):
-            ratios, clusters = transform.settings_from_prototxt(netproto.read_prototxt(args.from_prototxt))
-        if not hasattr(args, "clusters"):
-            clusters = {}
-        if not hasattr(args, "ratios"):
-            ratios = {}
-    if getattr(args, "ratios", None):
-        ratios.update(selectors.parse(args.ratios, float, "--ratios"))
-    if getattr(args, "clusters", None):
-        clusters.update(selectors.parse(args.clusters, int, "--clusters"))
-    if not ratios and not clusters:
-        raise UsageError("nothing to do: give --ratios, --clusters or --from-prototxt")
-    return ratios, clusters
+def _parsed_settings(args) -> dict:
+    """The --ratios and --clusters a command has, parsed; the library merges them with --from-prototxt."""
+    parsed = {}
+    if hasattr(args, "ratios"):
+        parsed["ratios"] = selectors.parse(args.ratios, float, "--ratios") if args.ratios else None
+    if hasattr(args, "clusters"):
+        parsed["clusters"] = selectors.parse(args.clusters, int, "--clusters") if args.clusters else None
+    return parsed
 
 
 def _kmeans_options(args) -> dict:
@@ -698,51 +677,48 @@ def _kmeans_options(args) -> dict:
 
 
 def _prune(args) -> int:
-    return _write_transformed(args)
+    return _transformed(args, api.prune)
 
 
 def _quantize(args) -> int:
-    return _write_transformed(args)
+    return _transformed(args, api.quantize, **_kmeans_options(args))
 
 
-def _write_transformed(args) -> int:
-    inputs = [args.model, args.from_prototxt]
-    check_output(args.output, Placement.of(args.force, inputs))  # before the work, not only after it
-    ratios, clusters = _settings(args)
-    model = api.load_model(args.model)
+def _transformed(args, transform, **options) -> int:
     progress = Progress(None, args.command, wants_bar(args.quiet))
     try:
-        model, outcomes = api.compress_weights(model, ratios, clusters, **_kmeans_options(args), progress=progress)
-    except CmpstoreError as exc:
-        raise exc.located(path=args.model) from None
+        _, outcomes = transform(
+            args.model,
+            args.output,
+            from_prototxt=args.from_prototxt,
+            progress=progress,
+            force=args.force,
+            **_parsed_settings(args),
+            **options,
+        )
     finally:
         progress.close()
     if not args.quiet:
         print(format_outcomes(outcomes))
-    api.save_model(model, args.output, force=args.force, inputs=inputs)
     _summary(args, args.output, f"wrote {args.output} ({os.path.getsize(args.output):,} B)")
     return 0
 
 
 def _compress(args) -> int:
-    inputs = [args.from_prototxt] if args.from_prototxt else []
-    check_output(args.output, Placement.of(args.force, [args.model, *inputs]))  # before the work
-    ratios, clusters = _settings(args)
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
     progress = Progress(None, args.command, wants_bar(args.quiet))
     try:
         encoded, outcomes = api.compress(
             args.model,
             args.output,
-            ratios=ratios,
-            clusters=clusters,
+            **_parsed_settings(args),
+            from_prototxt=args.from_prototxt,
             index_bits=index_bits,
             coder=args.coder,
             max_version=args.max_format_version,
             smallest=args.smallest,
             progress=progress,
             force=args.force,
-            inputs=inputs,
             **_kmeans_options(args),
         )
     finally:

@@ -122,7 +122,7 @@ def test_sparse_needs_an_npz_output(lenet, tmp_path):
     code, out, err = run_cli("decode", encoded, "-o", tmp_path / "x.caffemodel", "--sparse")
     assert (code, out) == (2, "") and err.count("\n") == 1 and "--sparse needs an .npz output" in err
     assert not (tmp_path / "x.caffemodel").exists()
-    with pytest.raises(UsageError, match="written to an .npz output only"):
+    with pytest.raises(UsageError, match="sparse=True needs an .npz output"):
         api.decode(encoded, tmp_path / "x.h5", sparse=True)
 
 
