@@ -17,13 +17,13 @@ from typing import BinaryIO
 import numpy as np
 
 from . import formats, limits
-from .atomic import Placement, check_output, write_chunks
+from .atomic import Placement, atomic_output, check_output, write_chunks
 from .caffe import caffemodel, netproto
 from .caffe.model import Model
 from .cmps import container
 from .cmps.dense_writer import caffemodel_buffer, write_caffemodel
 from .cmps.reader import CmpsFile, open_cmps
-from .cmps.writer import SPARSE_CODERS, encode_model
+from .cmps.writer import SPARSE_CODERS, encode_model, write_model
 from .compression import selectors, settings
 from .compression.transform import LayerOutcome, compress_weights, settings_from_prototxt
 from .errors import CmpstoreError, FormatError, ModelError, UsageError, option, reading
@@ -117,8 +117,13 @@ def encode(
     max_version: int | None = None,
     force: bool = False,
     smallest: bool = False,
-) -> bytes:
-    """Encode a model into the ``.cmps`` format; write it atomically to ``output`` if given.
+    inputs: Iterable[str | os.PathLike] = (),
+) -> bytes | None:
+    """Encode a model into the ``.cmps`` format: its bytes, or written atomically to ``output``.
+
+    Without ``output`` the file's bytes are returned.  With ``output`` it is
+    written there section by section, never held whole, and None is
+    returned (as :func:`decode` does).
 
     Parameters
     ----------
@@ -145,7 +150,8 @@ def encode(
         DEFLATE streams, which make large blobs decode fast.  A model that needs a later
         version (float16 blobs need 2) is an error.  By default, the latest.
     force : bool
-        Replace an existing ``output`` (never the input).
+        Replace an existing ``output`` (never the input, nor one of ``inputs``:
+        other files the model was made from).
     smallest : bool
         Keep every blob's smallest coding.  By default a large blob keeps one
         that decodes several times faster where that costs at most 1% more
@@ -153,34 +159,38 @@ def encode(
 
     Returns
     -------
-    bytes
-        The encoded file.
+    bytes or None
+        The encoded file, or None when it was written to ``output``.
 
     Examples
     --------
     >>> import pathlib, tempfile
     >>> from cmpstore.synthetic import build_model
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> encoded = encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> encoded = encode(build_model(seed=0))
     >>> encoded[1:5], len(encoded) < 60_000
     (b'CMPS', True)
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> encode(build_model(seed=0), folder / "lenet.cmps")
+    >>> (folder / "lenet.cmps").read_bytes() == encoded
+    True
     """
     if coder not in SPARSE_CODERS:
         raise UsageError(f"unknown coder {coder!r}; use {' or '.join(SPARSE_CODERS)}")
     max_version = _format_version(max_version)
     path = None if isinstance(source, Model) else os.fspath(source)
-    placement = Placement.of(force, [path])
+    placement = Placement.of(force, [path, *inputs])
     if output is not None:
         check_output(output, placement)
     model = _checked(source) if isinstance(source, Model) else load_model(source)
     policy = _index_bits_policy(index_bits, model, path) if index_bits else None
     try:
-        encoded = encode_model(model, policy, progress, coder, max_version, smallest)
+        if output is None:
+            return encode_model(model, policy, progress, coder, max_version, smallest)
+        with atomic_output(output, placement) as stream:
+            write_model(model, stream, policy, progress, coder, max_version, smallest)
     except ModelError as exc:
         raise exc.located(path=path) from None
-    if output is not None:
-        write_chunks(output, [encoded], placement)
-    return encoded
+    return None
 
 
 def decode_bytes(
@@ -316,7 +326,7 @@ def compress(
     inputs: Iterable[str | os.PathLike] = (),
     smallest: bool = False,
     from_prototxt: str | os.PathLike | None = None,
-) -> tuple[bytes, list[LayerOutcome]]:
+) -> tuple[bytes | None, list[LayerOutcome]]:
     """Prune, weight-share and encode a model in one go; write the ``.cmps`` to ``output`` if given.
 
     ``ratios``, ``clusters``, ``init``, ``seed`` and ``empty`` are those of
@@ -328,8 +338,8 @@ def compress(
 
     Returns
     -------
-    encoded : bytes
-        The ``.cmps`` file.
+    encoded : bytes or None
+        The ``.cmps`` file, or None when it was written to ``output`` (as :func:`encode`).
     outcomes : list of LayerOutcome
         What pruning and sharing did to each layer.
 
@@ -361,9 +371,16 @@ def compress(
         compressed, outcomes = compress_weights(model, ratios, clusters, init, seed, empty, progress)
     except ModelError as exc:
         raise exc.located(path=path) from None
-    encoded = encode(compressed, None, index_bits=index_bits, coder=coder, max_version=max_version, smallest=smallest)
-    if output is not None:
-        write_chunks(output, [encoded], placement)
+    encoded = encode(
+        compressed,
+        output,
+        index_bits=index_bits,
+        coder=coder,
+        max_version=max_version,
+        smallest=smallest,
+        force=force,
+        inputs=[path, *inputs],
+    )
     return encoded, outcomes
 
 

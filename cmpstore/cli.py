@@ -409,9 +409,10 @@ def _encode(args) -> int:
     finally:
         progress.close()
     if stdout:
-        stdout.write(encoded)
+        stdout.write(encoded)  # a pipe cannot take the header last: this one file is held whole
+    written = len(encoded) if stdout else os.path.getsize(output)
     size = os.path.getsize(args.model)
-    _summary(args, output, f"{args.model} ({size:,} B) -> {output} ({len(encoded):,} B, {size / len(encoded):.1f}x)")
+    _summary(args, output, f"{args.model} ({size:,} B) -> {output} ({written:,} B, {size / written:.1f}x)")
     return 0
 
 
@@ -708,7 +709,7 @@ def _compress(args) -> int:
     index_bits = selectors.parse(args.index_bits, int, "--index-bits") if args.index_bits else None
     progress = Progress(None, args.command, wants_bar(args.quiet))
     try:
-        encoded, outcomes = api.compress(
+        _, outcomes = api.compress(
             args.model,
             args.output,
             **_parsed_settings(args),
@@ -725,12 +726,8 @@ def _compress(args) -> int:
         progress.close()
     if not args.quiet:
         print(format_outcomes(outcomes))
-    size = os.path.getsize(args.model)
-    _summary(
-        args,
-        args.output,
-        f"{args.model} ({size:,} B) -> {args.output} ({len(encoded):,} B, {size / len(encoded):.1f}x)",
-    )
+    size, written = os.path.getsize(args.model), os.path.getsize(args.output)
+    _summary(args, args.output, f"{args.model} ({size:,} B) -> {args.output} ({written:,} B, {size / written:.1f}x)")
     return 0
 
 

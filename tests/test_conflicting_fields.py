@@ -57,7 +57,8 @@ def test_protobuf_alone_refuses_the_net(caffe_on_spark):
 
 
 def test_the_field_survives_encode_and_decode_byte_for_byte(caffe_on_spark, tmp_path):
-    encoded = api.encode(caffe_on_spark, tmp_path / "snapshot.cmps")
+    assert api.encode(caffe_on_spark, tmp_path / "snapshot.cmps") is None  # written, not returned
+    encoded = (tmp_path / "snapshot.cmps").read_bytes()
     assert caffemodel_bytes(api.decode_bytes(encoded)) == caffe_on_spark.read_bytes()
     api.decode(tmp_path / "snapshot.cmps", tmp_path / "back.caffemodel")
     assert (tmp_path / "back.caffemodel").read_bytes() == caffe_on_spark.read_bytes()

@@ -258,7 +258,7 @@ def test_running_out_of_memory_is_one_line(lenet, tmp_path):
     script = (
         "import sys, cmpstore.api as api\n"
         "def exhausted(*args, **kwargs):\n    raise MemoryError\n"
-        "api.encode_model = exhausted\n"
+        "api.write_model = exhausted\n"
         "from cmpstore.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
     done = subprocess.run(
@@ -292,7 +292,8 @@ def test_a_pipe_is_read_as_the_file_it_carries(encoded, lenet, tmp_path, command
 
 
 def test_a_caffemodel_and_an_hdf5_file_arrive_through_a_pipe_too(lenet, tmp_path):
-    api.decode(api.encode(lenet, tmp_path / "m.cmps") and tmp_path / "m.cmps", tmp_path / "m.h5")
+    api.encode(lenet, tmp_path / "m.cmps")
+    api.decode(tmp_path / "m.cmps", tmp_path / "m.h5")
     for source in (lenet, tmp_path / "m.h5"):
         with open(source, "rb") as stream:
             done = subprocess.run(

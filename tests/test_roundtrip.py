@@ -23,7 +23,8 @@ def test_caffemodel_roundtrip_is_byte_identical(make, tmp_path):
     data = make()
     source = tmp_path / "model.caffemodel"
     source.write_bytes(data)
-    encoded = api.encode(source, tmp_path / "model.cmps")
+    assert api.encode(source, tmp_path / "model.cmps") is None
+    encoded = (tmp_path / "model.cmps").read_bytes()
     assert api.decode(tmp_path / "model.cmps", tmp_path / "back.caffemodel") is None
     assert (tmp_path / "back.caffemodel").read_bytes() == data
     assert caffemodel_bytes(api.decode(tmp_path / "model.cmps")) == data

@@ -5,6 +5,7 @@ spec (docs/FORMAT.md, "codec 5" and "codec 6"), to the writer's rule of when
 it uses them, and to what every reader refuses.
 """
 
+import io
 import zlib
 
 import numpy as np
@@ -306,3 +307,22 @@ def test_encode_and_compress_take_smallest(large_model, tmp_path):
             "sparse",
             "shuffled-ans",
         }
+
+
+def test_encode_writes_a_file_section_by_section_with_the_header_it_needs_last(large_model, tmp_path):
+    """The header first says the version the model needs (1), then, once fc's segments made it 5, says 5."""
+    writes = []
+
+    class Recording(io.BytesIO):
+        def write(self, data):
+            writes.append(len(data))
+            return super().write(data)
+
+    stream = Recording()
+    size = writer.write_model(large_model, stream)
+    assert stream.getvalue() == api.encode(large_model) and size == len(stream.getvalue())
+    assert container.read_version(stream.getvalue())[0] == 5
+    # The header, the net, each blob's section as it is coded, then the header again: never the file whole.
+    assert len(writes) == 5 and writes[0] == writes[-1] == container.HEADER_SIZE
+    assert api.encode(large_model, tmp_path / "large.cmps") is None
+    assert (tmp_path / "large.cmps").read_bytes() == stream.getvalue()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -56,7 +58,22 @@ def encode_model(
     max_version: int = container.VERSIONS[-1],
     smallest: bool = False,
 ) -> bytes:
-    """The bytes of a ``.cmps`` file holding ``model``.
+    """The bytes of a ``.cmps`` file holding ``model`` (what :func:`write_model` writes, in memory)."""
+    buffer = io.BytesIO()
+    write_model(model, buffer, index_bits, progress, coder, max_version, smallest)
+    return buffer.getvalue()
+
+
+def write_model(
+    model: Model,
+    stream: BinaryIO,
+    index_bits: IndexBitsPolicy | None = None,
+    progress=silent,
+    coder: str = "huffman",
+    max_version: int = container.VERSIONS[-1],
+    smallest: bool = False,
+) -> int:
+    """Write the ``.cmps`` file holding ``model`` to a seekable binary ``stream``, section by section; its size.
 
     Every blob is coded with each codec and the smallest payload is kept, so
     no blob ever grows beyond its raw size plus a few bytes of framing, but
@@ -70,26 +87,39 @@ def encode_model(
     ``max_version`` keeps out the codecs of later versions, for readers that
     know only those (a model that needs a later version is a ModelError).
 
+    Each section is written as soon as its blob is coded, so the file is
+    never held whole; the header, whose version depends on the codecs the
+    blobs took, is written first as the version the model itself needs and
+    rewritten at the end where a codec needed a later one.
+
     Raises ModelError, before anything is coded, for a model that the reader
     would reject as beyond the format's limits (:mod:`cmpstore.limits`).
     """
     model.check(error=ModelError)
-    version, needs = version_for(model)
-    if version > max_version:
-        raise ModelError(f"the model holds {needs}, which need format version {version}, not {max_version}")
+    needed, needs = version_for(model)
+    if needed > max_version:
+        raise ModelError(f"the model holds {needs}, which need format version {needed}, not {max_version}")
     choice = _Choice.for_version(coder, max_version, smallest)
-    sections = [_section(container.NET, net_payload(model), "the net")]
+    section_count = 1 + len(model.payloads)
+    start = stream.tell()
+    size = stream.write(container.header_bytes(section_count, needed))
+    size += stream.write(_section(container.NET, net_payload(model), "the net"))
+    version = needed
     for payload in sorted(model.payloads, key=lambda p: p.address):
         layer = model.layer_at[(payload.address.layer_field, payload.address.layer_index)]
         fixed_bits = index_bits(layer) if index_bits and payload.address.blob_index == 0 and layer.kind else None
         codec, body = choice.blob(payload.values, fixed_bits)
         body = BlobHead(payload.address, codec.codec_id, payload.values.size).to_bytes() + body
         version = max(version, codec.format_version)
-        sections.append(_section(container.BLOB, body, f"{layer.label} blob {payload.address.blob_index}"))
+        size += stream.write(_section(container.BLOB, body, f"{layer.label} blob {payload.address.blob_index}"))
         progress(
             f"{layer.name} blob {payload.address.blob_index}", f"{payload.values.size:,} values -> {len(body):,} B"
         )
-    return container.header_bytes(len(sections), version) + b"".join(sections)
+    if version != needed:
+        stream.seek(start)
+        stream.write(container.header_bytes(section_count, version))
+        stream.seek(start + size)
+    return size
 
 
 def blob_payload_bytes(values: np.ndarray, coder: str = "huffman") -> int:

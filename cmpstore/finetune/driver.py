@@ -214,8 +214,8 @@ def _dry_run_or_train(job: Job, shared: _Run, stage_dirs: list[str]) -> list[Sta
     finally:
         if shared.bar is not None:
             shared.bar.close()
-    encoded = api.encode(weights, job.output, force=job.force)
-    job.log(f"encoded {weights} into {job.output}: {len(encoded):,} bytes")
+    api.encode(weights, job.output, force=job.force)
+    job.log(f"encoded {weights} into {job.output}: {os.path.getsize(job.output):,} bytes")
     job.log(format_table(api.report(job.output)))
     return [state.finished(d) for d in stage_dirs]
 
