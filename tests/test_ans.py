@@ -59,3 +59,11 @@ def test_leftover_words_are_rejected():
     tampered = data[:words_at] + encode_varint(words + 1) + data[reader.pos :] + b"\x01\0\0\0"
     with pytest.raises(FormatError):
         ans.read_stream(Reader(tampered), 3, 6, "stream")
+
+
+def test_an_ans_stream_whose_last_word_is_zero_is_a_format_error():
+    """Once "internal error ... please report it": constriction refuses such words with a ValueError."""
+    stream = bytearray(ans.write_stream(np.array([0, 1, 1, 2, 0, 1] * 50)))
+    stream[-4:] = b"\0\0\0\0"
+    with pytest.raises(FormatError, match="stream: the last coded word is 0, which no encoder writes"):
+        ans.read_stream(Reader(bytes(stream)), 3, 300, "stream")

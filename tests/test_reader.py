@@ -11,6 +11,8 @@ from cmpstore import api
 from cmpstore.caffe.caffemodel import split_caffemodel
 from cmpstore.cmps import container
 from cmpstore.cmps.reader import open_cmps
+from cmpstore.errors import FormatError
+from cmpstore.streams.varint import Reader
 
 MODEL = split_caffemodel(legacy_net_bytes(double=True))
 ENCODED = api.encode(split_caffemodel(layer_net_bytes()), coder="ans")
@@ -83,3 +85,19 @@ def test_a_cmps_file_closes_its_mapping_at_the_end_of_a_with_block(tmp_path):
     with open_cmps(tmp_path / "m.cmps") as cmps:
         mapping = cmps._mapping
     assert mapping.closed
+
+
+def test_an_unknown_codec_id_names_its_section_and_blob():
+    from common import framed
+
+    from cmpstore.streams.varint import encode_varint
+    from cmpstore.synthetic import build_model
+
+    sections = [(s.kind, bytes(s.payload)) for s in container.read_sections(api.encode(build_model(seed=0)))]
+    kind, payload = sections[1]
+    reader = Reader(payload)
+    head = [reader.varint("field", 1 << 40) for _ in range(6)]
+    sections[1] = (kind, b"".join(encode_varint(v) for v in [*head[:4], 77, head[5]]) + payload[reader.pos :])
+    out = framed(sections)
+    with pytest.raises(FormatError, match=r"x.cmps: section 1 \(BLOB at byte \d+\), layer 'conv1' blob 0: unknown"):
+        api.decode_bytes(out, "x.cmps")
