@@ -81,7 +81,7 @@ def test_sparse_deflate_decodes_any_valid_deflate_data_not_only_huffman_only_blo
     "payload, problem",
     [
         (sparse_deflate_payload(bytes([1, 1, 20]), bytes(3)), "outside the alphabet of 16"),
-        (sparse_deflate_payload(bytes([1, 1]), bytes(2), entries=3), "does not hold exactly 3 symbols"),
+        (sparse_deflate_payload(bytes([1, 1]), bytes(2), entries=3), "does not hold exactly 3 bytes"),
         (sparse_deflate_payload(bytes([1, 1, 1]), bytes([0, 0, 1])), "outside the alphabet of 1"),
         (sparse_deflate_payload(bytes([1]), bytes(1), index_bits=9), "index bits"),
         (sparse_deflate_payload(bytes([1]), bytes(1), codebook=tuple(range(257))), "codebook size"),
@@ -97,7 +97,7 @@ def test_sparse_deflate_refuses_bytes_after_the_final_block_and_corrupt_data():
     after = bytes(sparse_deflate_payload(bytes([1]), bytes(1)))
     head = b"".join(encode_varint(v) for v in (4, 1, 0, 0))
     with_trailing = head + deflate_stream(bytes([1]), trailing=b"\0") + after[len(head) + 3 :]
-    with pytest.raises(FormatError, match="exactly 1 symbols"):
+    with pytest.raises(FormatError, match="exactly 1 bytes"):
         SparseDeflateCodec().decode(with_trailing, 10, np.dtype("<f4"), "blob")
     corrupt = head + encode_varint(3) + b"\xff\xff\xff" + after[len(head) + 3 :]
     with pytest.raises(FormatError, match="corrupt DEFLATE data"):

@@ -25,20 +25,19 @@ import zlib
 import numpy as np
 
 from ..errors import FormatError
-from .inflate import inflate_bound
+from .inflate import RAW_DEFLATE, inflate_exactly
 from .varint import Reader, encode_varint
 
 #: The largest alphabet a stream can code: symbols are bytes.
 MAX_ALPHABET = 256
-#: zlib's parameters for raw DEFLATE (negative window bits) of Huffman codes only.
-_RAW_DEFLATE = -15
+#: zlib's parameters for Huffman codes only.
 _LEVEL = 9
 _MEMORY_LEVEL = 9
 
 
 def write_stream(symbols: np.ndarray) -> bytes:
     """Code ``symbols`` (integers below 256); return the stream's bytes."""
-    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW_DEFLATE, _MEMORY_LEVEL, zlib.Z_HUFFMAN_ONLY)
+    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, RAW_DEFLATE, _MEMORY_LEVEL, zlib.Z_HUFFMAN_ONLY)
     data = compressor.compress(np.ascontiguousarray(symbols, dtype=np.uint8)) + compressor.flush()
     return encode_varint(len(data)) + data
 
@@ -46,20 +45,11 @@ def write_stream(symbols: np.ndarray) -> bytes:
 def read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
     """Read what :func:`write_stream` wrote: exactly ``count`` symbols below ``alphabet_size``, as uint8.
 
-    Memory is bounded by ``count``, whatever the stream claims: it is
-    inflated to at most ``count + 1`` bytes, and one more is an error.
+    Memory is bounded by ``count``, whatever the stream claims
+    (:func:`~cmpstore.streams.inflate.inflate_exactly`).
     """
     length = reader.varint(f"{what} length", reader.remaining)
-    data = reader.take(length, f"{what} bytes")
-    if count > inflate_bound(length):
-        raise FormatError(f"{what}: {length} bytes of DEFLATE data cannot inflate to {count} symbols")
-    inflater = zlib.decompressobj(_RAW_DEFLATE)
-    try:
-        inflated = inflater.decompress(data, count + 1)
-    except zlib.error as exc:
-        raise FormatError(f"{what}: corrupt DEFLATE data ({exc})") from None
-    if len(inflated) != count or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-        raise FormatError(f"{what}: the DEFLATE data does not hold exactly {count} symbols")
+    inflated = inflate_exactly(reader.take(length, f"{what} bytes"), count, what, raw=True)
     symbols = np.frombuffer(inflated, dtype=np.uint8)
     if alphabet_size < MAX_ALPHABET and count and int(symbols.max()) >= alphabet_size:
         raise FormatError(f"{what}: symbol {int(symbols.max())} is outside the alphabet of {alphabet_size}")

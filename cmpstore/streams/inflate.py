@@ -22,16 +22,21 @@ def inflate_bound(compressed_bytes: int) -> int:
     return _MAX_RATIO * compressed_bytes + _SLACK
 
 
-def inflate_exactly(stream, size: int, what: str) -> bytes:
-    """The ``size`` bytes the zlib ``stream`` holds; FormatError naming ``what`` otherwise."""
+#: zlib's window bits for a raw DEFLATE stream (RFC 1951: no zlib header, no checksum).
+RAW_DEFLATE = -15
+
+
+def inflate_exactly(stream, size: int, what: str, *, raw: bool = False) -> bytes:
+    """The ``size`` bytes the zlib ``stream`` holds (with ``raw``, raw DEFLATE); FormatError naming ``what`` else."""
+    kind = "DEFLATE data" if raw else "zlib stream"
     if size > inflate_bound(len(stream)):
         raise FormatError(f"{what}: declares {size} bytes, more than its stream can inflate to ({len(stream)} bytes)")
-    inflater = zlib.decompressobj()
+    inflater = zlib.decompressobj(RAW_DEFLATE if raw else zlib.MAX_WBITS)
     try:
         # max_length bounds memory by the declared size, whatever the stream claims.
         inflated = inflater.decompress(stream, size + 1)
     except zlib.error as exc:
-        raise FormatError(f"{what}: corrupt zlib stream ({exc})") from None
+        raise FormatError(f"{what}: corrupt {kind} ({exc})") from None
     if len(inflated) != size or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-        raise FormatError(f"{what}: the zlib stream does not hold exactly {size} bytes")
+        raise FormatError(f"{what}: the {kind} does not hold exactly {size} bytes")
     return inflated
