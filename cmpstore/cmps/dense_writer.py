@@ -4,12 +4,12 @@ Why not decode to a :class:`~cmpstore.caffe.model.Model` and write that: for a
 VGG-16-sized model, allocating and scattering into 550 MB of fresh arrays,
 then copying them to the file, took as long as the entropy decoding itself.
 Here the file's layout is computed from the skeleton first
-(:func:`cmpstore.caffe.caffemodel.caffemodel_layout`); each blob is then
-decoded on its own, window by window (:meth:`CmpsFile.windows`: a sparse
-blob through one small reused buffer), and written at its offset with
-``pwrite``.  Blobs are independent, so large models spread them over worker
-processes (forked, so they share the mapped input and the output file);
-small ones are written in-process.  The output is written atomically: any
+(:func:`cmpstore.caffe.caffemodel.caffemodel_layout`); each blob, or each
+segment of a segmented one (codec 6), is then decoded on its own, window by
+window (a sparse one through one small reused buffer), and written at its
+offset with ``pwrite``.  Blobs and segments are independent, so large models
+spread them over worker processes (forked, so they share the mapped input
+and the output file); small ones are written in-process.  The output is written atomically: any
 error leaves no file behind.  The workers never outlive the write: any
 error or signal in the parent kills them, a worker that dies ends the write
 with an error, and on Linux each worker asks the kernel to kill it if the
@@ -141,9 +141,10 @@ def _write_in_workers(workers: int, tasks: list, progress, output: str) -> None:
     """Write the blobs in forked workers; a worker that dies is an error, never a wait forever.
 
     Each worker has a pipe of its own both ways: the parent hands it one
-    blob (largest first), and the next when it reports that one written, so
-    a worker that drew the one huge blob (VGG's fc6 is three quarters of the
-    model) is not also dealt half of the rest.  No queue or lock is shared,
+    blob or segment (largest first), and the next when it reports that one
+    written, so a worker that drew a huge blob that is not segmented (one
+    from a file of format version 4 or earlier: VGG's fc6 is three quarters
+    of the model) is not also dealt half of the rest.  No queue or lock is shared,
     so a worker killed at any moment (the OOM killer's SIGKILL, a SIGBUS
     from an input truncated while mapped, an abort) cannot leave one held.
     ``multiprocessing.Pool`` instead replaces a dead worker and loses its
