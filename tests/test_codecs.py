@@ -19,6 +19,7 @@ from cmpstore.errors import FormatError
 CODECS = [
     RawCodec(),
     ShuffledDeflateCodec(),
+    ShuffledDeflateCodec(huffman_only=True),
     ShuffledAnsCodec(),
     SparseCodec(),
     SparseCodec(index_bits=1),

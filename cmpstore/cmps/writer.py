@@ -40,11 +40,11 @@ DENSE_CODECS: tuple[type[BlobCodec], ...] = (ShuffledDeflateCodec, ShuffledAnsCo
 #: Where decoding speed wins over the last bytes (unless ``smallest``): a blob keeps the payload
 #: that decodes fast (zlib inflates it in C, or it is raw) when that is at most FAST_DECODE_SLACK
 #: larger than its smallest.  The sparse codec with DEFLATE streams decodes several times faster
-#: than canonical Huffman through Python, shuffled deflate five times faster than shuffled rANS
-#: (VGG-16: +0.23% bytes; the NSFW ResNet-50, dense: +0.9%).  Sparse runs of fewer than
-#: FAST_SPARSE_VALUES values keep the smallest (their entropy decoding takes a millisecond or two,
-#: and it keeps LeNet-sized models at the paper's bytes), as do dense runs of fewer than
-#: FAST_DENSE_VALUES.
+#: than canonical Huffman through Python, shuffled deflate of Huffman codes only four times faster
+#: than shuffled rANS (VGG-16: +0.23% bytes; the NSFW ResNet-50, dense: +0.5%).  Sparse runs of
+#: fewer than FAST_SPARSE_VALUES values keep the smallest (their entropy decoding takes a
+#: millisecond or two, and it keeps LeNet-sized models at the paper's bytes), as do dense runs of
+#: fewer than FAST_DENSE_VALUES.
 FAST_SPARSE_VALUES = 1 << 20
 FAST_DENSE_VALUES = 1 << 14
 FAST_DECODE_SLACK = 0.01
@@ -170,9 +170,9 @@ class _Choice:
         return self._run(values, fixed_bits)
 
     def _run(self, values: np.ndarray, fixed_bits: int | None) -> tuple[BlobCodec, bytes]:
-        """The smallest payload, or a fast-decoding one within FAST_DECODE_SLACK of it (see encode_model)."""
+        """The smallest payload, or the fastest to decode within FAST_DECODE_SLACK of it (see write_model)."""
         sparse = [(codec(fixed_bits), codec(fixed_bits).encode(values)) for codec in self.sparse]
-        fast = []
+        fast = []  # fastest to decode first
         streams = self.fast_sparse
         if streams and values.size >= FAST_SPARSE_VALUES and (fixed_bits or 0) <= streams.max_index_bits:
             fast.append((streams(fixed_bits), streams(fixed_bits).encode(values)))
@@ -181,9 +181,11 @@ class _Choice:
         if fixed_bits is None and min(len(body) for _, body in sparse) > values.nbytes // 2:
             dense = [(codec(), codec().encode(values)) for codec in self.dense]
             if self.prefer_fast and values.size >= FAST_DENSE_VALUES:
+                # zlib inflates either deflate payload; rANS with its barely-shrunk planes stored comes last.
+                huffman_only = ShuffledDeflateCodec(huffman_only=True)
+                fast.append((huffman_only, huffman_only.encode(values)))
                 fast += [(codec, body) for codec, body in dense if isinstance(codec, ShuffledDeflateCodec)]
                 if ShuffledAnsCodec in self.dense:
-                    # Planes that rANS barely shrinks (a dense float's high mantissa byte) stored instead.
                     quick = ShuffledAnsCodec(min_plane_saving=FAST_DECODE_SLACK)
                     fast.append((quick, quick.encode(values)))
         smallest = min(sparse + dense, key=lambda candidate: len(candidate[1]))
@@ -193,8 +195,7 @@ class _Choice:
             slack = FAST_DECODE_SLACK if self.prefer_fast and values.size >= FAST_DENSE_VALUES else 0
             if values.nbytes < len(smallest[1]) or (slack and values.nbytes <= len(smallest[1]) * (1 + slack)):
                 return RawCodec(), RawCodec().encode(values)
-        if fast:
-            quickest = min(fast, key=lambda candidate: len(candidate[1]))
-            if len(quickest[1]) <= len(smallest[1]) * (1 + FAST_DECODE_SLACK):
-                return quickest
+        for codec, body in fast:
+            if len(body) <= len(smallest[1]) * (1 + FAST_DECODE_SLACK):
+                return codec, body
         return smallest

@@ -32,8 +32,18 @@ class ShuffledDeflateCodec(BlobCodec):
     codec_id = 1
     name = "deflate"
 
+    def __init__(self, huffman_only: bool = False):
+        #: Code with Huffman codes only (zlib's Z_HUFFMAN_ONLY), no string matching: dense floats have
+        #: little to match, and the stream then inflates about four times faster than shuffled rANS
+        #: decodes, for well under 1% more bytes on large dense layers.  Readers see no difference.
+        self.huffman_only = huffman_only
+
     def encode(self, values: np.ndarray) -> bytes:
-        return zlib.compress(np.ascontiguousarray(byte_planes(values)).tobytes(), 9)
+        planes = np.ascontiguousarray(byte_planes(values)).tobytes()
+        if not self.huffman_only:
+            return zlib.compress(planes, 9)
+        compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_HUFFMAN_ONLY)
+        return compressor.compress(planes) + compressor.flush()
 
     def decode(self, payload, count: int, dtype: np.dtype, what: str, out: np.ndarray | None = None) -> np.ndarray:
         out = output_for(out, count, dtype)
