@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from bitarray import bitarray, frozenbitarray
-from bitarray.util import ba2int, canonical_decode, int2ba
+from bitarray.util import canonical_decode, int2ba
 
 from ..errors import FormatError
 from ..limits import MAX_CODE_LENGTH
@@ -214,9 +214,9 @@ class CanonicalCode:
         covered = reader.varint(f"{what} symbols covered", alphabet_size)
         width = max_length.bit_length()
         packed = reader.take((covered * width + 7) // 8, f"{what} code lengths")
-        bits = bitarray(endian="big")
-        bits.frombytes(bytes(packed))
-        lengths = np.array([ba2int(bits[i * width : (i + 1) * width]) for i in range(covered)], dtype=np.int64)
+        # Each length is `width` bits, most significant first: unpacked, one row per symbol.
+        bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[: covered * width].reshape(covered, width)
+        lengths = bits.astype(np.int64) @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
         if lengths.size and lengths.max() > max_length:
             raise FormatError(f"{what}: a code length exceeds the declared limit {max_length}")
         count = np.bincount(lengths, minlength=max_length + 1).tolist()
