@@ -8,12 +8,12 @@ hold: it frames them, checks them, and hands back their payloads.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 from ..errors import FormatError
 from ..format_versions import VERSIONS  # noqa: F401 - the versions this container reads, named here too
 from ..limits import MAX_SECTION_BYTES
+from ..streams.zlib_backend import crc32
 
 MAGIC = b"\x89CMPS\r\n\x1a"
 FILE_EXTENSION = ".cmps"
@@ -49,7 +49,7 @@ def header_bytes(section_count: int, version: int = VERSIONS[0]) -> bytes:
     if version not in VERSIONS:
         raise ValueError(f"unknown format version {version}")
     head = MAGIC + struct.pack("<II", version, section_count)
-    return head + _CRC.pack(zlib.crc32(head))
+    return head + _CRC.pack(crc32(head))
 
 
 def section_bytes(kind: bytes, payload: bytes) -> bytes:
@@ -58,7 +58,7 @@ def section_bytes(kind: bytes, payload: bytes) -> bytes:
     if len(payload) > MAX_SECTION_BYTES:
         raise ValueError(f"section payload of {len(payload)} bytes exceeds {MAX_SECTION_BYTES}")
     head = _SECTION_HEAD.pack(kind, len(payload))
-    return head + payload + _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
+    return head + payload + _CRC.pack(crc32(payload, crc32(head)))
 
 
 def looks_like_container(head: bytes) -> bool:
@@ -75,7 +75,7 @@ def read_version(buf) -> tuple[int, int]:
     magic, version, section_count, header_crc = _HEADER.unpack_from(view, 0)
     if magic != MAGIC:
         raise FormatError("not a cmpstore file (wrong magic bytes)")
-    if zlib.crc32(view[: HEADER_SIZE - _CRC.size]) != header_crc:
+    if crc32(view[: HEADER_SIZE - _CRC.size]) != header_crc:
         raise FormatError("header checksum mismatch: the file is corrupted")
     if version not in VERSIONS:
         known = ", ".join(map(str, VERSIONS[:-1])) + f" and {VERSIONS[-1]}"
@@ -107,7 +107,7 @@ def read_sections(buf) -> list[Section]:
         payload_start = pos + _SECTION_HEAD.size
         payload_end = payload_start + length
         (crc,) = _CRC.unpack_from(view, payload_end)
-        if zlib.crc32(view[pos:payload_end]) != crc:
+        if crc32(view[pos:payload_end]) != crc:
             raise FormatError(f"{label}: checksum mismatch, the section is corrupted")
         if kind not in SECTION_KINDS:
             raise FormatError(f"{label}: unknown section kind {kind!r}")

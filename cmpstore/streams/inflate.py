@@ -3,7 +3,7 @@
 A hostile stream can claim anything; :func:`inflate_exactly` allocates no
 more than the size its caller expects (and first checks that the stream is
 long enough to inflate to it at all), then insists on exactly that size and
-nothing after it.
+nothing after it.  ISA-L inflates where it is installed (zlib_backend).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 
 from ..errors import FormatError
+from . import zlib_backend
 
 #: DEFLATE's best ratio is about 1032:1; the rest is headroom for zlib's framing.
 _MAX_RATIO = 1032
@@ -31,11 +32,11 @@ def inflate_exactly(stream, size: int, what: str, *, raw: bool = False) -> bytes
     kind = "DEFLATE data" if raw else "zlib stream"
     if size > inflate_bound(len(stream)):
         raise FormatError(f"{what}: declares {size} bytes, more than its stream can inflate to ({len(stream)} bytes)")
-    inflater = zlib.decompressobj(RAW_DEFLATE if raw else zlib.MAX_WBITS)
+    inflater = zlib_backend.inflater.decompressobj(RAW_DEFLATE if raw else zlib.MAX_WBITS)
     try:
         # max_length bounds memory by the declared size, whatever the stream claims.
         inflated = inflater.decompress(stream, size + 1)
-    except zlib.error as exc:
+    except zlib_backend.inflater.error as exc:
         raise FormatError(f"{what}: corrupt {kind} ({exc})") from None
     if len(inflated) != size or not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
         raise FormatError(f"{what}: the {kind} does not hold exactly {size} bytes")
