@@ -42,6 +42,20 @@ def test_decode_decode_into_and_windows_agree():
             assert_bit_identical(np.concatenate([values for _, values in pieces]), expected)
 
 
+@pytest.mark.parametrize("window", [7, 1 << 16])  # many pieces; one piece per blob
+def test_windows_in_a_reused_scratch_buffer_never_show_its_old_bytes(window):
+    cmps = open_cmps(ENCODED)
+    model = {p.address: p.values for p in split_caffemodel(layer_net_bytes()).payloads}
+    scratch = np.full(window * 8, 0xFF, dtype=np.uint8)  # NaN bytes; each blob leaves its own behind
+    for entry in cmps.entries:
+        pieces = [
+            values.copy()
+            for _, values in entry.codec.windows(entry.payload, entry.count, entry.dtype, entry.where, window, scratch)
+        ]
+        if pieces:
+            assert_bit_identical(np.concatenate(pieces), model[entry.address])
+
+
 @pytest.mark.parametrize("codec_name", ["raw", "deflate", "sparse", "sparse-ans"])
 def test_every_codec_decodes_into_a_callers_buffer(codec_name):
     from cmpstore.codecs import CODECS

@@ -26,7 +26,7 @@ import select
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,8 +38,9 @@ from ..errors import CmpstoreError, UsageError
 from ..progress import silent
 from .reader import CmpsFile
 
-#: Bytes of dense output per pwrite: large enough to amortise the call, small enough for cache.
-WINDOW_BYTES = 1 << 22
+#: Bytes of dense output per pwrite: large enough to amortise the call, small enough for cache;
+#: a segment (2^22 values) of float32 is one window, so its positions need no shifting.
+WINDOW_BYTES = 1 << 24
 #: Models whose dense size is below this are written in-process (starting workers would cost more).
 PARALLEL_ABOVE_BYTES = 1 << 26
 
@@ -52,6 +53,9 @@ class _Write:
     descriptor: int
     offsets: dict
     parts: list  # per entry, the runs of its values that decode on their own (Part)
+    # This process's window buffer, made on first use: reused for every blob, so that each does
+    # not fault in fresh pages (a forked worker's writes make it its own).
+    scratch: dict = field(default_factory=dict)
 
     def part(self, task: tuple[int, int]) -> tuple[str, str]:
         """Decode one part of one blob into its place; what the progress line says of it."""
@@ -62,7 +66,10 @@ class _Write:
         # An empty blob has nothing to write, and no place in the layout to write it at.
         base = self.offsets.get(entry.address, 0) + part.start * itemsize
         window = WINDOW_BYTES // itemsize
-        for start, values in part.codec.windows(part.payload, part.count, entry.dtype, part.what, window):
+        scratch = self.scratch.get("window")
+        if scratch is None:
+            scratch = self.scratch["window"] = np.empty(WINDOW_BYTES, dtype=np.uint8)
+        for start, values in part.codec.windows(part.payload, part.count, entry.dtype, part.what, window, scratch):
             _write_all(self.descriptor, values, base + start * itemsize)
         if len(self.parts[index]) == 1:
             return entry.name, f"{entry.codec.name}, {entry.count:,} values"

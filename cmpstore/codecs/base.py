@@ -86,13 +86,21 @@ class BlobCodec(ABC):
         values are written into it and it is returned, as numcodecs' codecs do.
         """
 
-    def windows(self, payload, count: int, dtype: np.dtype, what: str, window: int) -> Iterator[tuple[int, np.ndarray]]:
+    def windows(
+        self, payload, count: int, dtype: np.dtype, what: str, window: int, scratch: np.ndarray | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """The values as consecutive ``(start, values)`` pieces of at most ``window`` values.
 
         By default one decode, sliced; a codec whose payload is smaller than
         its values (sparse) overrides it to hold only one window at a time.
-        Each piece is valid until the next one is asked for.
+        Each piece is valid until the next one is asked for.  ``scratch``, a
+        uint8 array of at least ``window`` values' bytes, is memory the
+        pieces may be decoded into: a streaming writer passes the same one
+        for every blob, so that each does not fault in fresh pages.
         """
+        if scratch is not None and count <= window:
+            yield 0, self.decode(payload, count, dtype, what, out=scratch_values(scratch, count, dtype))
+            return
         values = self.decode(payload, count, dtype, what)
         for start in range(0, count, window):
             yield start, values[start : start + window]
@@ -122,6 +130,13 @@ def output_for(out: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarra
     if out is not None and (out.shape != (count,) or out.dtype != dtype or not out.flags.writeable):
         raise ValueError(f"out must be a writable 1-D array of {count} values of {dtype}, got {out.dtype}{out.shape}")
     return out
+
+
+def scratch_values(scratch: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarray | None:
+    """The first ``count`` values of ``dtype`` in the uint8 ``scratch`` array (None without one)."""
+    if scratch is None:
+        return None
+    return scratch[: count * np.dtype(dtype).itemsize].view(dtype)
 
 
 def byte_planes(values: np.ndarray) -> np.ndarray:

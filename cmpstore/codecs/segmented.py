@@ -110,9 +110,11 @@ class SegmentedCodec(BlobCodec):
             part.codec.decode(part.payload, part.count, dtype, part.what, out=out[part.start : part.start + part.count])
         return out
 
-    def windows(self, payload, count: int, dtype: np.dtype, what: str, window: int) -> Iterator[tuple[int, np.ndarray]]:
+    def windows(
+        self, payload, count: int, dtype: np.dtype, what: str, window: int, scratch: np.ndarray | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         for part in self.parts(payload, count, what):
-            for start, values in part.codec.windows(part.payload, part.count, dtype, part.what, window):
+            for start, values in part.codec.windows(part.payload, part.count, dtype, part.what, window, scratch):
                 yield part.start + start, values
 
     def decode_entries(self, payload, count: int, dtype: np.dtype, what: str) -> tuple[np.ndarray, np.ndarray]:
