@@ -259,3 +259,27 @@ def test_json_report_is_versioned_and_adds_up(lenet, tmp_path):
 def test_every_command_has_help_with_an_example(command):
     code, out, _ = run_cli(command, "--help")
     assert code == 0 and "example:" in out and "cmpstore " + command in out
+
+
+def test_the_command_flushes_what_it_printed_then_ends_with_mains_status(monkeypatch, capsys):
+    from cmpstore import cli
+
+    def main():
+        print("written", end="")  # no newline: still in the buffer when main returns
+        return 3
+
+    ended = []
+    monkeypatch.setattr(cli, "main", main)
+    monkeypatch.setattr(cli.os, "_exit", ended.append)
+    cli.run()
+    assert ended == [3]
+    assert capsys.readouterr().out == "written"
+
+
+def test_the_command_reports_through_a_pipe_before_ending(tmp_path):
+    code, out, errors = run_cli("example", tmp_path / "lenet.caffemodel", "--seed", "0")
+    assert code == 0 and errors == ""
+    assert "lenet.caffemodel" in out
+    code, out, errors = run_cli("inspect", tmp_path / "missing.cmps")
+    assert code == 2 and out == ""
+    assert "missing.cmps" in errors
