@@ -65,7 +65,7 @@ def read_stream(
     if used_count == 0:
         raise FormatError(f"{what}: a stream must use at least one symbol")
     used = np.array(reader.ascending(used_count, alphabet_size, f"{what} symbol"), dtype=dtype)
-    counts = np.array([reader.varint(f"{what} symbol count", count) for _ in range(used_count)], dtype=np.int64)
+    counts = reader.varints(used_count, count, f"{what} symbol count")
     if counts.min() < 1 or int(counts.sum()) != count:
         raise FormatError(f"{what}: symbol counts do not add up to the {count} symbols of the stream")
     word_count = reader.varint(f"{what} word count", reader.remaining // 4)
@@ -99,8 +99,7 @@ def read_stream(
 def skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
     """Step over a stream without decoding it; return its coded size in bits."""
     used_count = reader.varint(f"{what} symbols in use", min(alphabet_size, max(count, 1)))
-    for _ in range(2 * used_count):
-        reader.varint(what, max(alphabet_size, count))
+    reader.varints(2 * used_count, max(alphabet_size, count), what)
     word_count = reader.varint(f"{what} word count", reader.remaining // 4)
     reader.array(word_count, np.dtype("<u4"), f"{what} words")
     return 32 * word_count

@@ -20,6 +20,10 @@ from ..errors import FormatError
 
 #: A 64-bit value needs at most ten 7-bit groups.
 MAX_VARINT_BYTES = 10
+#: Reader.varints sums varints of at most this many bytes (63 bits) in int64, and reads
+#: fewer than _VECTOR_VARINTS one by one (below that numpy's per-call costs are the larger).
+_VECTOR_VARINT_BYTES = 9
+_VECTOR_VARINTS = 48
 
 
 class VarintError(ValueError):
@@ -94,10 +98,49 @@ class Reader:
         self.pos = pos
         return value
 
+    def varints(self, count: int, maximum: int, what: str) -> np.ndarray:
+        """Read ``count`` varints, each at most ``maximum``, as int64: :meth:`varint` ``count`` times, at once.
+
+        Model tables hold thousands of varints (a rANS plane's symbol counts,
+        a codebook's gaps); decoding them one Python call each took most of
+        the time small blobs spend decoding.  Here they are found and summed
+        with numpy.  Anything amiss (a value too large, a truncated varint, one
+        beyond 63 bits) is read again one varint at a time, so the error is
+        exactly the one :meth:`varint` raises.
+        """
+        if count > self.remaining:  # each value takes at least one byte
+            raise FormatError(f"{what}: {count} values declared but only {self.remaining} bytes remain")
+        if count < _VECTOR_VARINTS:
+            return self._varints_one_by_one(count, maximum, what)
+        span = min(self.remaining, count * MAX_VARINT_BYTES)
+        window = np.frombuffer(self.buf, dtype=np.uint8, count=span, offset=self.pos)
+        ends = np.flatnonzero(window < 0x80)[:count]  # each varint's last byte
+        lengths = np.diff(ends, prepend=-1) if ends.size == count else None
+        if lengths is None or lengths.max() > _VECTOR_VARINT_BYTES:
+            return self._varints_one_by_one(count, maximum, what)
+        used = window[: ends[-1] + 1]
+        starts = ends - lengths + 1
+        shifts = 7 * (np.arange(used.size) - np.repeat(starts, lengths))
+        values = np.add.reduceat((used & 0x7F).astype(np.int64) << shifts, starts)
+        if int(values.max()) > maximum:
+            return self._varints_one_by_one(count, maximum, what)
+        self.pos += used.size
+        return values
+
+    def _varints_one_by_one(self, count: int, maximum: int, what: str) -> np.ndarray:
+        values = [self.varint(what, maximum) for _ in range(count)]
+        return np.array(values, dtype=np.int64 if max(values, default=0) < 1 << 63 else np.uint64)
+
     def ascending(self, count: int, limit: int, what: str) -> list[int]:
         """Read what :func:`encode_ascending` wrote: ``count`` values, each below ``limit``."""
         if count > self.remaining:  # each value takes at least one byte
             raise FormatError(f"{what}: {count} values declared but only {self.remaining} bytes remain")
+        if count * (limit + 1) < 1 << 63:  # the sums fit int64 (codebooks of double values take the loop)
+            start = self.pos
+            values = np.cumsum(self.varints(count, limit, what) + 1) - 1
+            if not count or values[-1] < limit:
+                return values.tolist()
+            self.pos = start  # out of range: the loop below says where
         values = []
         value = -1
         for _ in range(count):
