@@ -42,10 +42,12 @@ DENSE_CODECS: tuple[type[BlobCodec], ...] = (ShuffledDeflateCodec, ShuffledAnsCo
 #: larger than its smallest.  The sparse codec with DEFLATE streams decodes several times faster
 #: than canonical Huffman through Python, shuffled deflate of Huffman codes only four times faster
 #: than shuffled rANS (VGG-16: +0.23% bytes; the NSFW ResNet-50, dense: +0.5%).  Sparse runs of
-#: fewer than FAST_SPARSE_VALUES values keep the smallest (their entropy decoding takes a
-#: millisecond or two, and it keeps LeNet-sized models at the paper's bytes), as do dense runs of
-#: fewer than FAST_DENSE_VALUES.
-FAST_SPARSE_VALUES = 1 << 20
+#: fewer than FAST_SPARSE_VALUES values keep the smallest, as do dense runs of fewer than
+#: FAST_DENSE_VALUES: below that, decoding takes well under a millisecond either way.  Pruned
+#: real nets are mostly layers of 2^16 to 2^20 values (ResNet-50's): there canonical Huffman
+#: through Python decoded at 40 ns a symbol and made loading a pruned net slower than a dense one.
+#: LeNet's fc1 is one such layer (+0.07% bytes; its 150x files keep every coding).
+FAST_SPARSE_VALUES = 1 << 16
 FAST_DENSE_VALUES = 1 << 14
 FAST_DECODE_SLACK = 0.01
 
