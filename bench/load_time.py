@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Time to a ready OpenCV net: from a .cmps file against from the dense caffemodel in the page cache.
 
-    python bench/load_time.py [--models lenet alexnet vgg16] [--corpus] [--repeat 5] [--json OUT]
+    python bench/load_time.py [--models lenet alexnet vgg16] [--corpus] [--pruned] [--repeat 5] [--json OUT]
 
 For each synthetic pruned, shared model (cmpstore.synthetic: the paper's
 densities and codebook sizes), and with ``--corpus`` each real model of
 tests/real_models.py that has a deploy net (as it ships: dense; the pinned
 distributions are downloaded once, as the corpus test does), writes the
 dense caffemodel, its .cmps and a deploy prototxt, reads the caffemodel
-once so it is in the page cache, then times, best of ``--repeat``:
+once so it is in the page cache, then times, best of ``--repeat``.  With
+``--pruned`` each corpus model is also measured after ``cmpstore.compress``
+with bench/corpus.py's settings (conv 0.7, fc 0.9 pruned; 256 and 32
+clusters), against its pruned, shared dense caffemodel:
 
 * dense: ``readNetFromCaffe(prototxt, caffemodel bytes read from the file)``;
 * cmps: ``cmpstore.opencv.read_net(cmps, prototxt)``, which decodes in memory
@@ -34,6 +37,9 @@ from cmpstore import api, opencv, synthetic
 from cmpstore.caffe import netproto
 
 MODELS = {"lenet": synthetic.LENET, "alexnet": synthetic.ALEXNET, "vgg16": synthetic.VGG16}
+#: bench/corpus.py's compression of the real models.
+PRUNED_RATIOS = {"conv": 0.7, "fc": 0.9}
+PRUNED_CLUSTERS = {"conv": 256, "fc": 32}
 
 
 def synthetic_inputs(folder: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -49,7 +55,7 @@ def synthetic_inputs(folder: pathlib.Path, name: str) -> tuple[pathlib.Path, pat
     return dense, prototxt
 
 
-def corpus_inputs(folder: pathlib.Path):
+def corpus_inputs(folder: pathlib.Path, pruned: bool):
     """Each real model with a deploy net: its caffemodel as it ships and that net, from the pinned archives."""
     sys.path.append(str(ROOT / "tests"))  # after bench/: tests/ has a common.py of its own
     import real_models
@@ -64,6 +70,11 @@ def corpus_inputs(folder: pathlib.Path):
         prototxt = folder / f"{real.name}.prototxt"
         prototxt.write_bytes(real_models.read_member(archive, member))
         yield real.name, dense, prototxt
+        if pruned:
+            compressed, _ = api.compress(dense, ratios=PRUNED_RATIOS, clusters=PRUNED_CLUSTERS)
+            shared = folder / f"{real.name}-pruned.caffemodel"
+            api.save_model(api.decode_bytes(compressed), shared)
+            yield f"{real.name} (pruned)", shared, prototxt
 
 
 def measure(name: str, dense: pathlib.Path, prototxt: pathlib.Path, repeat: int) -> dict:
@@ -93,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--corpus", action="store_true", help="also the real models of tests/real_models.py")
+    parser.add_argument("--pruned", action="store_true", help="with --corpus: each also pruned and shared")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -101,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = pathlib.Path(name)
         inputs = [(model, *synthetic_inputs(folder, model)) for model in args.models]
-        for model, dense, prototxt in [*inputs, *(corpus_inputs(folder) if args.corpus else [])]:
+        for model, dense, prototxt in [*inputs, *(corpus_inputs(folder, args.pruned) if args.corpus else [])]:
             row = measure(model, dense, prototxt, args.repeat)
             rows.append(row)
             print(
