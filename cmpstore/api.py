@@ -570,6 +570,7 @@ def export_onnx(
     output: str | os.PathLike | None = None,
     *,
     input_shapes: Mapping[str, Iterable[int]] | None = None,
+    compact: bool = False,
     force: bool = False,
 ) -> bytes:
     """The model as ONNX: the deploy ``prototxt`` with the weights of ``source`` (a ``.cmps`` or any model file).
@@ -581,7 +582,10 @@ def export_onnx(
     naming the layer; an SSD net stops before DetectionOutput, whose inputs
     become the outputs (the model's ``doc_string`` says so).  Returns the
     bytes; with ``output``, also writes them there, atomically.  Needs the
-    ``onnx`` extra.
+    ``onnx`` extra.  With ``compact``, each weight-shared blob (at most 256
+    distinct values) is stored as a codebook and uint8 indices that the
+    graph gathers: the same values for a quarter of the bytes, which ONNX
+    Runtime loads and OpenCV's ONNX importer does not.
     """
     from . import onnx_export
 
@@ -590,7 +594,7 @@ def export_onnx(
         check_output(output, Placement.of(force, [path, prototxt]))
     net = netproto.read_prototxt(prototxt)
     shapes = {name: [int(dim) for dim in dims] for name, dims in (input_shapes or {}).items()}
-    data = onnx_export.onnx_bytes(net, load_weights(path), input_shapes=shapes)
+    data = onnx_export.onnx_bytes(net, load_weights(path), input_shapes=shapes, compact=compact)
     if output is not None:
         write_chunks(output, [data], Placement.of(force, [path, prototxt]))
     return data

@@ -374,6 +374,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=D0,D1,...",
         help="an input's shape, over the prototxt's (e.g. data=1,3,224,224); repeatable",
     )
+    export.add_argument(
+        "--compact",
+        action="store_true",
+        help="store weight-shared blobs as a codebook and uint8 indices, gathered in the graph "
+        "(ONNX Runtime loads it; OpenCV's ONNX importer does not)",
+    )
     export.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     export.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
 
@@ -566,7 +572,9 @@ def _export(args) -> int:
             raise UsageError(f"--input-shape {text!r}: expected NAME=D0,D1,... with whole numbers") from None
         if not name or any(dim <= 0 for dim in shapes[name]):
             raise UsageError(f"--input-shape {text!r}: expected NAME=D0,D1,... with positive dimensions")
-    data = api.export_onnx(args.model, args.prototxt, args.output, input_shapes=shapes, force=args.force)
+    data = api.export_onnx(
+        args.model, args.prototxt, args.output, input_shapes=shapes, compact=args.compact, force=args.force
+    )
     _summary(args, args.output, f"{args.model} -> {args.output} ({len(data):,} B, ONNX)")
     return 0
 

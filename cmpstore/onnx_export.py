@@ -28,6 +28,14 @@ CmpConvolution and CmpInnerProduct are exported as Convolution and
 InnerProduct with the weights as stored (pruned and shared already, as
 the fork saves them).  Blobs in float16 or float64 become float32
 initializers.  Legacy V1 nets (``layers``) are refused: upgrade them first.
+
+With ``compact``, a weight-shared blob (at most 256 distinct values, as
+:func:`cmpstore.quantize` leaves them) is stored as its codebook (float32)
+and a uint8 index tensor of the blob's shape, and the graph computes the
+blob with ``Cast`` and ``Gather``: the same bits, a quarter of the bytes.
+ONNX Runtime folds those nodes into a constant when it loads the model.
+OpenCV's ONNX importer (4.x) wants convolution and Gemm weights as
+initializers, so it does not load such a graph.
 """
 
 from __future__ import annotations
@@ -52,6 +60,10 @@ OPSET_VERSION = 17
 IR_VERSION = 8
 #: Layer types that end an export: the graph stops before them and exports their inputs instead.
 STOP_TYPES = frozenset({"DetectionOutput"})
+#: With ``compact``: blobs of at most this many distinct values become a codebook and uint8 indices...
+MAX_SHARED_VALUES = 256
+#: ... when they have at least this many values (below that the two extra nodes cost more than they save).
+MIN_SHARED_BLOB = 1024
 #: Caffe's phase for deploy nets; layers whose include/exclude rules say otherwise are left out, as Caffe does.
 _TEST_PHASE = 1
 
@@ -63,6 +75,7 @@ def to_onnx(
     weights: Mapping[str, Sequence[np.ndarray]],
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    compact: bool = False,
 ) -> onnx.ModelProto:
     """An ONNX model computing what Caffe computes with ``net`` and ``weights``, in the TEST phase.
 
@@ -76,6 +89,9 @@ def to_onnx(
     input_shapes : mapping, optional
         Shapes of the net's inputs by blob name, over those the net declares
         (``Input`` layers, ``input_shape`` or ``input_dim``).
+    compact : bool
+        Store each weight-shared blob as a codebook and uint8 indices,
+        gathered in the graph (see the module's description).
 
     Returns
     -------
@@ -98,7 +114,7 @@ def to_onnx(
     [('pool', [1, 3, 2, 2])]
     """
     onnx = _import_onnx()
-    exporter = _Exporter(onnx, weights)
+    exporter = _Exporter(onnx, weights, compact)
     return exporter.run(net, input_shapes or {})
 
 
@@ -107,9 +123,10 @@ def onnx_bytes(
     weights: Mapping[str, Sequence[np.ndarray]],
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    compact: bool = False,
 ) -> bytes:
     """:func:`to_onnx`, serialized: the bytes of an ``.onnx`` file."""
-    return to_onnx(net, weights, input_shapes=input_shapes).SerializeToString()
+    return to_onnx(net, weights, input_shapes=input_shapes, compact=compact).SerializeToString()
 
 
 def _import_onnx():
@@ -176,8 +193,9 @@ class _Layer:
 
 
 class _Exporter:
-    def __init__(self, onnx, weights: Mapping[str, Sequence[np.ndarray]]):
+    def __init__(self, onnx, weights: Mapping[str, Sequence[np.ndarray]], compact: bool = False):
         self.onnx = onnx
+        self.compact = compact
         self.helper = onnx.helper
         self.weights = weights
         self.nodes: list = []
@@ -351,11 +369,29 @@ class _Exporter:
         return output
 
     def floats(self, layer: _Layer, hint: str, values) -> str:
-        """A float32 initializer (float16 and float64 values are converted) named after ``layer``."""
+        """A float32 initializer (float16 and float64 values are converted) named after ``layer``.
+
+        With ``compact``, a weight-shared one is instead gathered from its codebook (:meth:`shared`).
+        """
         array = np.ascontiguousarray(values, dtype=np.float32)
+        if self.compact and array.size >= MIN_SHARED_BLOB:
+            # Distinct bit patterns, not values: -0.0 and +0.0 (and any NaN) each keep their bits.
+            patterns, indices = np.unique(array.view(np.uint32), return_inverse=True)
+            if patterns.size <= MAX_SHARED_VALUES:
+                return self.shared(layer, hint, patterns.view(np.float32), indices.reshape(array.shape))
         name = self.fresh(f"{layer.name}/{hint}")
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
+
+    def shared(self, layer: _Layer, hint: str, codebook: np.ndarray, indices: np.ndarray) -> str:
+        """``codebook[indices]`` as a tensor: uint8 indices cast to int32 (Gather takes no uint8), then gathered."""
+        tensors = self.onnx.numpy_helper
+        codebook_name = self.fresh(f"{layer.name}/{hint}_codebook")
+        indices_name = self.fresh(f"{layer.name}/{hint}_indices")
+        self.initializers.append(tensors.from_array(codebook, codebook_name))
+        self.initializers.append(tensors.from_array(indices.astype(np.uint8), indices_name))
+        wide = self.node(layer, "Cast", [indices_name], to=self.onnx.TensorProto.INT32)
+        return self.node(layer, "Gather", [codebook_name, wide], self.fresh(f"{layer.name}/{hint}"), axis=0)
 
     def ints(self, layer: _Layer, hint: str, values: Sequence[int]) -> str:
         name = self.fresh(f"{layer.name}/{hint}")

@@ -1227,3 +1227,68 @@ def test_corpus_net_matches_opencv(real, cv2, archives, tmp_path):  # noqa: F811
         max_abs, rel_l2 = differences(ours[name], values.reshape(ours[name].shape))
         print(f"{real.name} {name} {list(ours[name].shape)}: max abs {max_abs:.3g}, relative L2 {rel_l2:.3g}")
         assert_close(ours[name], values.reshape(ours[name].shape), f"{real.name} output '{name}' against OpenCV")
+
+
+# --- compact: shared blobs as a codebook and uint8 indices --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_lenet(tmp_path_factory):
+    """The synthetic LeNet, pruned and weight-shared (at most 148 distinct values a layer), as a .cmps."""
+    path = tmp_path_factory.mktemp("compact") / "lenet.cmps"
+    api.encode(build_model(seed=0), path)
+    return path
+
+
+def test_compact_export_computes_the_same_bits_in_a_third_of_the_bytes(shared_lenet, tmp_path):
+    dense = api.export_onnx(shared_lenet, LENET_DEPLOY, tmp_path / "dense.onnx")
+    compact = api.export_onnx(shared_lenet, LENET_DEPLOY, tmp_path / "compact.onnx", compact=True)
+    assert (tmp_path / "compact.onnx").read_bytes() == compact
+    assert len(compact) < len(dense) / 3
+    model = onnx.load_from_string(compact)
+    onnx.checker.check_model(model, full_check=True)
+    shared = {node.output[0] for node in model.graph.node if node.op_type == "Gather"}
+    assert shared == {f"{layer}/weight" for layer in ("conv1", "conv2", "fc1", "fc2")} - {"conv1/weight"}
+    image = np.random.default_rng(3).random((8, 1, 28, 28), dtype=np.float32)
+    ours = run(model, {"data": image})["prob"]
+    assert np.array_equal(ours, run(onnx.load_from_string(dense), {"data": image})["prob"])
+
+
+def test_compact_keeps_every_bit_pattern_and_leaves_unshared_blobs_dense(tmp_path):
+    net = read_net(
+        tmp_path,
+        'input: "data" input_shape { dim: 1 dim: 2048 }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "out" '
+        "inner_product_param { num_output: 2 } }",
+    )
+    rng = np.random.default_rng(5)
+    shared_row = rng.choice(np.array([0.0, -0.0, 0.5, -1.25], dtype=np.float32), 2048)
+    weights = {"fc": [np.stack([shared_row, shared_row]), np.array([0.0, 1.0], np.float32)]}
+    model = onnx_export.to_onnx(net, weights, compact=True)
+    onnx.checker.check_model(model, full_check=True)
+    (gather,) = [node for node in model.graph.node if node.op_type == "Gather"]
+    initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    codebook = initializers[gather.input[0]]
+    # -0.0 and +0.0 are two entries: the gathered weight has the stored bits, not just equal values.
+    assert sorted(codebook.view(np.uint32).tolist()) == np.unique(shared_row.view(np.uint32)).tolist()
+    assert [array.shape for array in initializers.values() if array.dtype == np.uint8] == [(2, 2048)]
+    data = rng.normal(size=(1, 2048)).astype(np.float32)
+    dense = onnx_export.to_onnx(net, weights)
+    assert np.array_equal(run(model, {"data": data})["out"], run(dense, {"data": data})["out"])
+    many = rng.normal(size=2048).astype(np.float32)  # 2,048 distinct values: stored as they are
+    weights["fc"][0] = np.stack([many, many])
+    unshared = onnx_export.to_onnx(net, weights, compact=True)
+    assert not [node for node in unshared.graph.node if node.op_type == "Gather"]
+    assert unshared.SerializeToString() == onnx_export.onnx_bytes(net, weights)
+
+
+def test_cli_export_compact(shared_lenet, tmp_path):
+    from common import run_cli
+
+    code, out, errors = run_cli(
+        "export", shared_lenet, "--prototxt", LENET_DEPLOY, "--compact", "-o", tmp_path / "lenet.onnx"
+    )
+    assert code == 0, errors
+    assert "ONNX" in out
+    model = onnx.load(str(tmp_path / "lenet.onnx"))
+    assert any(node.op_type == "Gather" for node in model.graph.node)
