@@ -121,3 +121,18 @@ def test_convolutions_caffe_would_refuse_are_refused(tmp_path, conv, message):
     (tmp_path / "deploy.prototxt").write_text(PROTOTXT.replace("num_output: 6 kernel_size: 3 stride: 1", conv))
     with pytest.raises(ModelError, match=f"layer 'conv1'.*{message}"):
         import_han(tmp_path / "tiny.net", tmp_path / "deploy.prototxt")
+
+
+@pytest.mark.parametrize(("ceil_mode", "fc1_inputs"), [("", 6 * 3 * 3), ("ceil_mode: false", 6 * 2 * 2)])
+def test_pooling_rounds_as_ceil_mode_says(tmp_path, ceil_mode, fc1_inputs):
+    """conv1 leaves 5x5; 2x2 pooling with stride 2 makes that 3x3 rounded up (Caffe's default), 2x2 rounded down."""
+    from cmpstore.caffe import netproto
+    from cmpstore.caffe.shapes import parameter_shapes
+
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(
+        PROTOTXT.replace("dim: 12 dim: 12", "dim: 7 dim: 7").replace(
+            "kernel_size: 2 stride: 2 }", f"kernel_size: 2 stride: 2 {ceil_mode} }}"
+        )
+    )
+    assert parameter_shapes(netproto.read_prototxt(prototxt))["fc1"][0] == (7, fc1_inputs)

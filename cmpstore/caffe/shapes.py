@@ -206,8 +206,10 @@ def _pooling(layer, bottom, where):
     pad = _pair(params, [params.pad], "pad_h", "pad_w", 0)
     spatial = []
     for i in range(2):
-        # Caffe rounds pooled sizes up, then drops a last window that starts inside the padding.
-        size = -(-(bottom[2 + i] + 2 * pad[i] - kernel[i]) // stride[i]) + 1
+        # Caffe rounds pooled sizes up (unless ceil_mode is false, a field of forks such as the
+        # one cmpstore's caffe.proto follows), then drops a last window that starts inside the padding.
+        span = bottom[2 + i] + 2 * pad[i] - kernel[i]
+        size = (-(-span // stride[i]) if params.ceil_mode else span // stride[i]) + 1
         if pad[i] and (size - 1) * stride[i] >= bottom[2 + i] + pad[i]:
             size -= 1
         spatial.append(size)
