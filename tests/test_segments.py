@@ -335,3 +335,14 @@ def test_encode_writes_a_file_section_by_section_with_the_header_it_needs_last(l
     assert len(writes) == 5 and writes[0] == writes[-1] == container.HEADER_SIZE
     assert api.encode(large_model, tmp_path / "large.cmps") is None
     assert (tmp_path / "large.cmps").read_bytes() == stream.getvalue()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_segmented_blob_decodes_into_memory_in_process_and_in_workers(large_model, workers):
+    from cmpstore.cmps import dense_writer
+
+    cmps = open_cmps(api.encode(large_model))
+    if workers > 1 and not hasattr(dense_writer.os, "memfd_create"):
+        pytest.skip("decoding in workers into memory needs memfd")
+    expected = caffemodel_bytes(large_model)
+    assert dense_writer.caffemodel_buffer(cmps, workers=workers).tobytes() == expected
