@@ -27,6 +27,9 @@ Payload layout (varints are LEB128)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import FormatError
@@ -45,6 +48,34 @@ from .base import BlobCodec, BlobStats, output_for, scratch_values
 
 CODEBOOK = 0
 RAW_VALUES = 1
+
+
+@dataclass(frozen=True)
+class SymbolStreams:
+    """How a sparse codec entropy-codes its two symbol streams (relative indices, codebook indices)."""
+
+    #: The stream's bytes, from the plan's canonical Huffman code (which only Huffman streams use) and the symbols.
+    write: Callable[[huffman.CanonicalCode, np.ndarray], bytes]
+    #: ``(reader, alphabet_size, count, what)``: exactly ``count`` symbols below ``alphabet_size``.
+    read: Callable[[Reader, int, int, str], np.ndarray]
+    #: The same arguments: step over the stream without decoding it; its coded size in bits.
+    skip: Callable[[Reader, int, int, str], int]
+
+
+def _skip_huffman(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
+    huffman.CanonicalCode.read_table(reader, alphabet_size, what)
+    bit_length = reader.varint(f"{what} bit length", 8 * reader.remaining)
+    reader.take((bit_length + 7) // 8, f"{what} bits")
+    return bit_length
+
+
+HUFFMAN_STREAMS = SymbolStreams(huffman.write_stream, huffman.read_stream, _skip_huffman)
+ANS_STREAMS = SymbolStreams(lambda code, symbols: ans.write_stream(symbols), ans.read_stream, ans.skip_stream)
+DEFLATE_STREAMS = SymbolStreams(
+    lambda code, symbols: deflate_symbols.write_stream(symbols),
+    deflate_symbols.read_stream,
+    lambda reader, alphabet_size, count, what: deflate_symbols.skip_stream(reader, what),
+)
 
 
 class SparseCodec(BlobCodec):
@@ -73,6 +104,8 @@ class SparseCodec(BlobCodec):
     #: The widest relative index and the largest codebook the streams can code.
     max_index_bits = MAX_INDEX_BITS
     max_codebook_entries = MAX_CODEBOOK_ENTRIES
+    #: The entropy coder of both streams: canonical Huffman here; the subclasses swap it.
+    streams = HUFFMAN_STREAMS
 
     def __init__(self, index_bits: int | None = None):
         if index_bits is not None and not MIN_INDEX_BITS <= index_bits <= self.max_index_bits:
@@ -89,7 +122,7 @@ class SparseCodec(BlobCodec):
         stored_gaps, filler_entries = gaps_with_fillers(positions, plan.index_bits)
         entry_count = stored_gaps.size
         out = [_header(plan.index_bits, entry_count, filler_entries.size, plan.value_coding)]
-        out.append(self._write_stream(plan.index_code, stored_gaps))
+        out.append(self.streams.write(plan.index_code, stored_gaps))
         is_value = np.ones(entry_count, dtype=bool)
         is_value[filler_entries] = False
         if plan.value_coding == CODEBOOK:
@@ -99,7 +132,7 @@ class SparseCodec(BlobCodec):
                 codebook = np.concatenate([np.zeros(1, codebook.dtype), codebook])
                 symbols[is_value] += 1
             out += [encode_varint(codebook.size), codebook_bytes(codebook)]
-            out.append(self._write_stream(plan.weight_code, symbols))
+            out.append(self.streams.write(plan.weight_code, symbols))
         else:
             stored = np.zeros(entry_count, dtype=values.dtype)
             stored[is_value] = values[positions]
@@ -147,7 +180,7 @@ class SparseCodec(BlobCodec):
         if entry_count == 0:
             reader.expect_end(what)
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
-        gaps = self._read_stream(reader, 1 << index_bits, entry_count, f"{what} index stream")
+        gaps = self.streams.read(reader, 1 << index_bits, entry_count, f"{what} index stream")
         try:
             positions = positions_from_gaps(gaps, count)
         except FormatError as exc:
@@ -157,7 +190,7 @@ class SparseCodec(BlobCodec):
             if codebook_size == 0:
                 raise FormatError(f"{what}: empty codebook for {entry_count} entries")
             codebook = read_codebook(reader, codebook_size, dtype, f"{what} codebook")
-            symbols = self._read_stream(reader, codebook_size, entry_count, f"{what} weight stream")
+            symbols = self.streams.read(reader, codebook_size, entry_count, f"{what} weight stream")
             # Every symbol was checked to be below codebook_size, so take need not check again
             # ("clip" skips its bounds check: twice as fast as codebook[symbols]).
             entry_values = codebook.take(symbols, mode="clip")
@@ -186,7 +219,7 @@ class SparseCodec(BlobCodec):
             stats.distinct = 0
             return stats
         start = reader.pos
-        stats.index_stream_bits = self._skip_stream(reader, 1 << index_bits, entry_count, f"{what} index stream")
+        stats.index_stream_bits = self.streams.skip(reader, 1 << index_bits, entry_count, f"{what} index stream")
         stats.index_bytes = reader.pos - start
         if value_coding == CODEBOOK:
             codebook_size = reader.varint(f"{what} codebook size", min(entry_count, self.max_codebook_entries))
@@ -196,7 +229,7 @@ class SparseCodec(BlobCodec):
             stats.codebook_entries = codebook_size
             stats.distinct = codebook_size - (1 if filler_count else 0)
             start = reader.pos
-            stats.weight_stream_bits = self._skip_stream(reader, codebook_size, entry_count, f"{what} weight stream")
+            stats.weight_stream_bits = self.streams.skip(reader, codebook_size, entry_count, f"{what} weight stream")
             stats.weight_bytes = reader.pos - start
         else:
             values = reader.array(entry_count, dtype, f"{what} values")
@@ -210,22 +243,6 @@ class SparseCodec(BlobCodec):
                 else "raw values: a codebook would not pay off"
             )
         return stats
-
-    # The entropy coder of both streams; SparseAnsCodec swaps these three for rANS.
-    @staticmethod
-    def _write_stream(code: huffman.CanonicalCode, symbols: np.ndarray) -> bytes:
-        return huffman.write_stream(code, symbols)
-
-    @staticmethod
-    def _read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
-        return huffman.read_stream(reader, alphabet_size, count, what)
-
-    @staticmethod
-    def _skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
-        huffman.CanonicalCode.read_table(reader, alphabet_size, what)
-        bit_length = reader.varint(f"{what} bit length", 8 * reader.remaining)
-        reader.take((bit_length + 7) // 8, f"{what} bits")
-        return bit_length
 
 
 class SparseAnsCodec(SparseCodec):
@@ -244,18 +261,7 @@ class SparseAnsCodec(SparseCodec):
 
     codec_id = 3
     name = "sparse-ans"
-
-    @staticmethod
-    def _write_stream(code: huffman.CanonicalCode, symbols: np.ndarray) -> bytes:
-        return ans.write_stream(symbols)
-
-    @staticmethod
-    def _read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
-        return ans.read_stream(reader, alphabet_size, count, what)
-
-    @staticmethod
-    def _skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
-        return ans.skip_stream(reader, alphabet_size, count, what)
+    streams = ANS_STREAMS
 
 
 class SparseDeflateCodec(SparseCodec):
@@ -281,18 +287,7 @@ class SparseDeflateCodec(SparseCodec):
     format_version = first_version(Feature.SPARSE_DEFLATE)
     max_index_bits = 8
     max_codebook_entries = deflate_symbols.MAX_ALPHABET
-
-    @staticmethod
-    def _write_stream(code: huffman.CanonicalCode, symbols: np.ndarray) -> bytes:
-        return deflate_symbols.write_stream(symbols)
-
-    @staticmethod
-    def _read_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> np.ndarray:
-        return deflate_symbols.read_stream(reader, alphabet_size, count, what)
-
-    @staticmethod
-    def _skip_stream(reader: Reader, alphabet_size: int, count: int, what: str) -> int:
-        return deflate_symbols.skip_stream(reader, what)
+    streams = DEFLATE_STREAMS
 
 
 class _Plan:
