@@ -181,15 +181,22 @@ class _Choice:
         dense = []
         # The dense codecs only pay on dense floats; skip them where the sparse coder already halved the blob.
         if fixed_bits is None and min(len(body) for _, body in sparse) > values.nbytes // 2:
-            dense = [(codec(), codec().encode(values)) for codec in self.dense]
-            if self.prefer_fast and values.size >= FAST_DENSE_VALUES:
+            prefer_fast = self.prefer_fast and values.size >= FAST_DENSE_VALUES
+            quick = None  # shuffled rANS with the planes it barely shrinks stored, coded with the smallest
+            for codec in self.dense:
+                if codec is ShuffledAnsCodec and prefer_fast:
+                    smallest_body, quick_body = ShuffledAnsCodec.encode_each(values, (0.0, FAST_DECODE_SLACK))
+                    dense.append((ShuffledAnsCodec(), smallest_body))
+                    quick = (ShuffledAnsCodec(min_plane_saving=FAST_DECODE_SLACK), quick_body)
+                else:
+                    dense.append((codec(), codec().encode(values)))
+            if prefer_fast:
                 # zlib inflates either deflate payload; rANS with its barely-shrunk planes stored comes last.
                 huffman_only = ShuffledDeflateCodec(huffman_only=True)
                 fast.append((huffman_only, huffman_only.encode(values)))
                 fast += [(codec, body) for codec, body in dense if isinstance(codec, ShuffledDeflateCodec)]
-                if ShuffledAnsCodec in self.dense:
-                    quick = ShuffledAnsCodec(min_plane_saving=FAST_DECODE_SLACK)
-                    fast.append((quick, quick.encode(values)))
+                if quick is not None:
+                    fast.append(quick)
         smallest = min(sparse + dense, key=lambda candidate: len(candidate[1]))
         if fixed_bits is None:
             # Raw decodes fastest of all; it is only materialised when it is kept, since a copy of a
