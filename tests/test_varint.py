@@ -64,3 +64,19 @@ def test_ascending_past_the_limit_names_the_value():
         Reader(data).ascending(3, 12, "codebook")
     with pytest.raises(FormatError, match="codebook is 12, more than the allowed 11"):
         Reader(encode_varint(12)).ascending(1, 11, "codebook")
+
+
+@pytest.mark.parametrize("limit", [2**8, 2**32, 2**64])
+def test_ascending_writes_what_one_varint_at_a_time_writes(limit):
+    values = sorted({int(v) for v in np.random.default_rng(2).integers(0, limit - 1, 700, dtype=np.uint64)})
+    values[-1] = limit - 1
+    gaps = [value - previous - 1 for previous, value in zip([-1, *values[:-1]], values, strict=True)]
+    one_by_one = b"".join(map(encode_varint, gaps))
+    assert encode_ascending(values) == one_by_one
+    assert encode_ascending(values[:10]) == one_by_one[: len(encode_ascending(values[:10]))]
+
+
+@pytest.mark.parametrize("bad", [[5, 5] * 30, list(range(60, 0, -1)), [-1, *range(60)], [2**64, *range(60)]])
+def test_ascending_refuses_what_it_cannot_write(bad):
+    with pytest.raises((ValueError, OverflowError)):
+        encode_ascending(bad)
