@@ -26,7 +26,8 @@ import select
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,9 +54,12 @@ class _Write:
     descriptor: int
     offsets: dict
     parts: list  # per entry, the runs of its values that decode on their own (Part)
-    # This process's window buffer, made on first use: reused for every blob, so that each does
-    # not fault in fresh pages (a forked worker's writes make it its own).
-    scratch: dict = field(default_factory=dict)
+
+    @cached_property
+    def scratch(self) -> np.ndarray:
+        """This process's window buffer, made on first use and reused for every blob, so that each
+        does not fault in fresh pages (each forked worker makes its own)."""
+        return np.empty(WINDOW_BYTES, dtype=np.uint8)
 
     def part(self, task: tuple[int, int]) -> tuple[str, str]:
         """Decode one part of one blob into its place; what the progress line says of it."""
@@ -66,10 +70,7 @@ class _Write:
         # An empty blob has nothing to write, and no place in the layout to write it at.
         base = self.offsets.get(entry.address, 0) + part.start * itemsize
         window = WINDOW_BYTES // itemsize
-        scratch = self.scratch.get("window")
-        if scratch is None:
-            scratch = self.scratch["window"] = np.empty(WINDOW_BYTES, dtype=np.uint8)
-        for start, values in part.codec.windows(part.payload, part.count, entry.dtype, part.what, window, scratch):
+        for start, values in part.codec.windows(part.payload, part.count, entry.dtype, part.what, window, self.scratch):
             _write_all(self.descriptor, values, base + start * itemsize)
         if len(self.parts[index]) == 1:
             return entry.name, f"{entry.codec.name}, {entry.count:,} values"

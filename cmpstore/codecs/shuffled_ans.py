@@ -60,8 +60,8 @@ class ShuffledAnsCodec(BlobCodec):
         """The payload for each ``min_plane_saving``, from one rANS coding of each plane.
 
         The writer wants the smallest payload and the one that stores the
-        planes rANS barely shrinks: coding the planes once for both halves
-        the encoder's time on dense floats.
+        planes rANS barely shrinks: each plane is coded once for both, not
+        once for each.
         """
         outs = [bytearray() for _ in min_plane_savings]
         for plane in byte_planes(values):
