@@ -14,7 +14,7 @@ import numpy as np
 from .. import limits
 from ..errors import ModelError
 from . import wire
-from .model import (
+from .fields import (
     BLOBS_FIELD,
     DATA_FIELD,
     DOUBLE_DATA_FIELD,
@@ -27,10 +27,9 @@ from .model import (
     RAW_DATA_TYPE_NAMES,
     VALUE_FIELDS,
     BlobAddress,
-    Model,
     Payload,
-    SourceFormat,
 )
+from .model import Model, SourceFormat
 
 #: Tag byte of one unpacked element, and the stride of a run of them.
 _UNPACKED_TAG = {
